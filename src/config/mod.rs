@@ -1,0 +1,265 @@
+//! The checked configuration.
+//!
+//! `load` reads a TOML file, deserialises it into the raw form in [`file`]
+//! (unknown keys refused, bad values reported at their position) and validates
+//! it into [`Config`], the only config type the rest of erpguard sees. Nothing
+//! is bound or written while loading: `erpguard check` and `erpguard run` share
+//! this exact code path.
+
+mod error;
+mod file;
+mod validate;
+pub mod values;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Uri};
+use ipnet::IpNet;
+
+pub use error::{ConfigError, Pos};
+pub use file::{AppKind, LogFormat, RuleAction};
+
+use crate::policy::glob::Glob;
+
+/// The default config path, relative to the working directory.
+pub const DEFAULT_PATH: &str = "config/erpguard.toml";
+
+/// A fully validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub source: PathBuf,
+    /// Listener addresses.
+    pub listen: Listen,
+    /// Connection-level limits and timeouts.
+    pub limits: Limits,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Where durable state lives.
+    pub state: State,
+    /// Where the audit log is written.
+    pub audit_path: PathBuf,
+    /// Process logging.
+    pub log: Log,
+    /// The protected sites, in file order.
+    pub sites: Vec<Site>,
+}
+
+/// Listener addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    /// The public HTTPS listener.
+    pub https: SocketAddr,
+    /// The plain-HTTP listener that redirects to HTTPS, if any.
+    pub http: Option<SocketAddr>,
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`), if any.
+    pub admin: Option<SocketAddr>,
+    /// The port put into HTTP→HTTPS redirects (default: the HTTPS listener's port).
+    pub https_redirect_port: u16,
+}
+
+/// Connection-level limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Concurrent client connections across HTTPS and HTTP listeners.
+    pub max_connections: usize,
+    /// Time allowed for a TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Time allowed to receive a request's headers (slowloris defence).
+    pub header_read_timeout: Duration,
+    /// Largest request header block accepted.
+    pub max_header_bytes: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_h2_streams: u32,
+    /// How long `SIGTERM` waits for in-flight requests.
+    pub drain_timeout: Duration,
+}
+
+/// Where durable state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct State {
+    /// The backend; only the embedded SQLite store exists today.
+    pub backend: StateBackend,
+    /// The SQLite file.
+    pub path: PathBuf,
+}
+
+/// A state backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateBackend {
+    /// Embedded SQLite file.
+    Sqlite,
+}
+
+/// Process logging settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    /// Human lines or JSON lines.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `erpguard=debug`.
+    pub level: String,
+    /// Whether every request is logged (method, path without query, status, duration).
+    pub access: bool,
+}
+
+/// One protected site.
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// Short unique name used in logs, metrics and the CLI.
+    pub name: String,
+    /// Canonical host names (lower-case, no trailing dot, no port).
+    pub hosts: Vec<String>,
+    /// The rule pack.
+    pub app: AppKind,
+    /// Where requests are forwarded.
+    pub upstream: Upstream,
+    /// `Host` header sent upstream instead of the client's, if set.
+    pub upstream_host: Option<HeaderValue>,
+    /// Certificate source.
+    pub tls: SiteTls,
+    /// Who may reach the site at all.
+    pub allow: Allow,
+    /// Largest request body accepted.
+    pub max_body: u64,
+    /// Upstream timeouts.
+    pub timeouts: UpstreamTimeouts,
+    /// Response headers the gateway adds.
+    pub headers: SecurityHeaders,
+    /// Ordered rules; the first match decides.
+    pub rules: Vec<Rule>,
+}
+
+/// A parsed upstream base URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// The URL as written.
+    pub url: String,
+    /// `http` or `https`.
+    pub scheme: http::uri::Scheme,
+    /// `host:port`.
+    pub authority: http::uri::Authority,
+}
+
+impl Upstream {
+    /// The upstream URI for a canonical path and raw query.
+    pub fn uri_for(&self, path_and_query: &str) -> Result<Uri, http::Error> {
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+    }
+}
+
+/// Where a site's certificate comes from, and where it was configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteTls {
+    /// The source.
+    pub source: crate::tls::CertSource,
+    /// The position of the `tls` key, for errors found while loading the files.
+    pub pos: Pos,
+}
+
+/// A site's source-address allowlist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Allow {
+    /// Written as `allow = "off"`: every address.
+    Off,
+    /// Only these networks; an empty list denies everyone.
+    Nets(Vec<IpNet>),
+}
+
+impl Allow {
+    /// Whether `ip` may pass.
+    pub fn permits(&self, ip: std::net::IpAddr) -> bool {
+        match self {
+            Allow::Off => true,
+            Allow::Nets(nets) => nets.iter().any(|n| n.contains(&ip)),
+        }
+    }
+}
+
+/// Timeouts toward the upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    /// TCP (and TLS) connect.
+    pub connect: Duration,
+    /// From sending the request to the response headers.
+    pub response_header: Duration,
+    /// How long an idle pooled connection is kept.
+    pub pool_idle: Duration,
+}
+
+/// Response headers added to HTTPS responses (`None` = not added).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityHeaders {
+    /// Always set, replacing any upstream value.
+    pub hsts: Option<HeaderValue>,
+    /// The rest are set only when the upstream did not send them.
+    pub defaults: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// One ordered rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Its name for explain, logs and the audit log (`rule #N` when unnamed).
+    pub name: String,
+    /// Path patterns; any may match.
+    pub paths: Vec<Glob>,
+    /// Methods; empty means every method.
+    pub methods: Vec<http::Method>,
+    /// If set, only these sources pass this rule.
+    pub allow: Option<Vec<IpNet>>,
+    /// What the rule does.
+    pub action: RuleAction,
+}
+
+impl Rule {
+    /// Whether the rule applies to this method and decoded canonical path.
+    pub fn matches(&self, method: &http::Method, path: &str) -> bool {
+        (self.methods.is_empty() || self.methods.contains(method))
+            && self.paths.iter().any(|g| g.matches(path))
+    }
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::whole(path, format!("cannot read the config file: {e}")).hint(
+            "pass the right file with --config FILE (the default is config/erpguard.toml, relative to the working directory)",
+        )
+    })?;
+    parse(path, &text)
+}
+
+/// Validates config text that was read from `path`.
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let raw: file::RawConfig = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
+    validate::validate(path, text, raw)
+}
+
+fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+    let message = e.message().trim().to_owned();
+    let hint = hint_for(&message);
+    let err = match e.span() {
+        Some(span) => ConfigError::at(path, text, span, message),
+        None => ConfigError::whole(path, message),
+    };
+    match hint {
+        Some(h) => err.hint(h),
+        None => err,
+    }
+}
+
+/// Extra advice for the common serde messages.
+fn hint_for(message: &str) -> Option<&'static str> {
+    if message.starts_with("unknown field") {
+        Some("remove or rename the key; every key is documented in config/erpguard.example.toml")
+    } else if message.starts_with("missing field") {
+        Some("add the key; see config/erpguard.example.toml for an example")
+    } else {
+        None
+    }
+}

@@ -1,0 +1,219 @@
+//! Denials: every reason erpguard refuses a request is a variant of [`Denial`],
+//! and [`rescue`] is the one place a denial becomes a response.
+//!
+//! The client gets a status and a short generic body (plus a request id to quote
+//! to the operator); the detail goes to the log and the audit log, which see the
+//! typed value.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::{self, ResponseBody};
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denial {
+    /// The request target or a header could not be read unambiguously.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// A method erpguard never forwards (`CONNECT`, `TRACE`).
+    #[error("method {0} is not forwarded")]
+    MethodNotAllowed(String),
+    /// No site owns the requested host.
+    #[error("no site for host {0:?}")]
+    UnknownHost(String),
+    /// The TLS server name and the Host header disagree.
+    #[error("TLS server name {sni:?} does not match host {host:?}")]
+    Misdirected {
+        /// The SNI the connection was made for.
+        sni: String,
+        /// The host the request names.
+        host: String,
+    },
+    /// The client address is outside the site's `allow` list.
+    #[error("client address is not in the site's allow list")]
+    SiteAllowlist,
+    /// A rule with `action = "deny"` matched.
+    #[error("denied by {rule}")]
+    RuleDenied {
+        /// The rule's name.
+        rule: String,
+    },
+    /// A rule matched whose `allow` list does not contain the client.
+    #[error("client address is not in the allow list of {rule}")]
+    RuleAllowlist {
+        /// The rule's name.
+        rule: String,
+    },
+    /// The body is larger than the site's `max_body`.
+    #[error("request body exceeds {limit} bytes")]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The upstream could not be reached or broke the exchange.
+    #[error("upstream unavailable: {0}")]
+    UpstreamUnavailable(String),
+    /// The upstream did not answer in time.
+    #[error("upstream did not send response headers within {0:?}")]
+    UpstreamTimeout(std::time::Duration),
+}
+
+impl Denial {
+    /// The status the client sees.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Denial::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Denial::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Denial::UnknownHost(_) => StatusCode::NOT_FOUND,
+            Denial::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
+            Denial::SiteAllowlist | Denial::RuleDenied { .. } | Denial::RuleAllowlist { .. } => {
+                StatusCode::FORBIDDEN
+            }
+            Denial::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Denial::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
+            Denial::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The `decision` label for metrics and logs.
+    pub fn decision(&self) -> &'static str {
+        match self {
+            Denial::BadRequest(_) | Denial::MethodNotAllowed(_) | Denial::BodyTooLarge { .. } => {
+                "invalid"
+            }
+            Denial::UnknownHost(_) | Denial::Misdirected { .. } => "misdirected",
+            Denial::SiteAllowlist | Denial::RuleDenied { .. } | Denial::RuleAllowlist { .. } => {
+                "deny"
+            }
+            Denial::UpstreamUnavailable(_) | Denial::UpstreamTimeout(_) => "upstream_error",
+        }
+    }
+
+    /// The audit event this denial writes, if it is a security event.
+    ///
+    /// Upstream failures are operational, not security events: they go to the
+    /// log and metrics only.
+    pub fn audit_event(&self) -> Option<&'static str> {
+        match self {
+            Denial::SiteAllowlist | Denial::RuleAllowlist { .. } => Some("ip_denied"),
+            Denial::RuleDenied { .. } => Some("rule_denied"),
+            Denial::BadRequest(_) | Denial::MethodNotAllowed(_) => Some("request_rejected"),
+            Denial::UnknownHost(_) | Denial::Misdirected { .. } => Some("host_rejected"),
+            Denial::BodyTooLarge { .. } => Some("body_too_large"),
+            Denial::UpstreamUnavailable(_) | Denial::UpstreamTimeout(_) => None,
+        }
+    }
+
+    /// The short generic text shown to clients: never the detail.
+    fn public_message(&self) -> &'static str {
+        match self {
+            Denial::BadRequest(_) => "The request could not be understood.",
+            Denial::MethodNotAllowed(_) => "This method is not allowed.",
+            Denial::UnknownHost(_) => "There is no site at this address.",
+            Denial::Misdirected { .. } => "This connection cannot serve this site.",
+            Denial::SiteAllowlist | Denial::RuleDenied { .. } | Denial::RuleAllowlist { .. } => {
+                "Access to this page is not permitted."
+            }
+            Denial::BodyTooLarge { .. } => "The request body is too large.",
+            Denial::UpstreamUnavailable(_) => {
+                "The application behind this gateway is not reachable right now."
+            }
+            Denial::UpstreamTimeout(_) => {
+                "The application behind this gateway did not answer in time."
+            }
+        }
+    }
+}
+
+/// Whether a client prefers JSON errors (API and XHR callers) over an HTML page.
+pub fn wants_json(headers: &http::HeaderMap, path: &str) -> bool {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let xhr = headers
+        .get("x-requested-with")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"xmlhttprequest"));
+    path.starts_with("/api/")
+        || xhr
+        || (accept.contains("json") && !accept.starts_with("text/html"))
+}
+
+/// Turns a denial into the response the client sees.
+pub fn rescue(denial: &Denial, request_id: &str, json: bool) -> Response<ResponseBody> {
+    let status = denial.status();
+    let (content_type, text) = if json {
+        (
+            "application/json",
+            json_body(status, denial.public_message(), request_id),
+        )
+    } else {
+        (
+            "text/html; charset=utf-8",
+            html_body(status, denial.public_message(), request_id),
+        )
+    };
+    let mut resp = Response::new(body::full(Bytes::from(text)));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if matches!(denial, Denial::BadRequest(_) | Denial::Misdirected { .. }) {
+        // After a framing or routing doubt, do not reuse the connection.
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+fn json_body(status: StatusCode, message: &str, request_id: &str) -> String {
+    let error = status
+        .canonical_reason()
+        .unwrap_or("error")
+        .to_ascii_lowercase()
+        .replace(' ', "_");
+    serde_json::json!({ "error": error, "message": message, "request_id": request_id }).to_string()
+}
+
+/// A minimal self-contained page; `request_id` is hex and `message` is ours, so
+/// nothing here needs escaping.
+fn html_body(status: StatusCode, message: &str, request_id: &str) -> String {
+    let code = status.as_u16();
+    let reason = status.canonical_reason().unwrap_or("Error");
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>{code} {reason}</title></head><body style=\"font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem\">\
+<h1>{code} {reason}</h1><p>{message}</p><p><small>Reference: {request_id}</small></p></body></html>\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn denials_never_show_their_detail() {
+        let d = Denial::RuleDenied {
+            rule: "secret-rule-name".into(),
+        };
+        let resp = rescue(&d, "abc123", false);
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        let d = Denial::UpstreamUnavailable("connection refused 10.1.2.3:8000".into());
+        assert_eq!(d.status(), StatusCode::BAD_GATEWAY);
+        let page = html_body(d.status(), d.public_message(), "r1");
+        assert!(!page.contains("10.1.2.3"));
+    }
+
+    #[test]
+    fn api_and_xhr_callers_get_json() {
+        let mut h = http::HeaderMap::new();
+        assert!(wants_json(&h, "/api/resource/User"));
+        assert!(!wants_json(&h, "/app/user"));
+        h.insert(
+            "x-requested-with",
+            HeaderValue::from_static("XMLHttpRequest"),
+        );
+        assert!(wants_json(&h, "/app/user"));
+    }
+}

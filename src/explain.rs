@@ -1,0 +1,158 @@
+//! `erpguard explain`: runs a described request through the same decision code
+//! that serving uses ([`crate::stack::judge`]) and prints each step.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+
+use crate::cli::{EXIT_OK, EXIT_USAGE};
+use crate::policy::{Access, Trace};
+use crate::runtime::Runtime;
+use crate::stack::{self, ConnInfo, RequestCx};
+
+/// The address assumed when `--ip` is not given: a documentation address
+/// (TEST-NET-2), i.e. "somebody on the internet".
+const DEFAULT_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7));
+
+/// `erpguard explain METHOD URL [--header K:V]... [--ip A]`
+#[derive(Debug, clap::Args)]
+pub struct ExplainArgs {
+    /// The HTTP method, e.g. GET or POST.
+    pub method: String,
+    /// The full URL as the client would send it, e.g. https://erp.example.com/app/user
+    pub url: String,
+    /// A request header, `Name: value` (repeatable).
+    #[arg(long = "header", short = 'H', value_name = "K:V")]
+    pub headers: Vec<String>,
+    /// The TCP peer address (default: 198.51.100.7, an outside address).
+    #[arg(long, value_name = "ADDR")]
+    pub ip: Option<IpAddr>,
+}
+
+/// A request as explain understands it.
+struct Described {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    conn: ConnInfo,
+}
+
+/// Runs explain; prints the trace and the decision.
+pub fn run(config_path: &Path, args: &ExplainArgs) -> u8 {
+    let config = match crate::cli::load_or_report(config_path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let described = match describe(args) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("erpguard explain: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let rt = match Runtime::build(config, 0) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{e}");
+            return EXIT_USAGE;
+        }
+    };
+    print!("{}", explain(&rt, &described, args.ip.is_none()));
+    EXIT_OK
+}
+
+fn describe(args: &ExplainArgs) -> Result<Described, String> {
+    let method = Method::from_bytes(args.method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| format!("invalid method {:?}", args.method))?;
+    let uri: Uri = args
+        .url
+        .parse()
+        .map_err(|e| format!("invalid URL {:?}: {e}", args.url))?;
+    let tls = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => {
+            return Err(format!(
+                "the URL must start with https:// or http://, got {:?}",
+                args.url
+            ));
+        }
+    };
+    let host = uri.host().ok_or("the URL has no host")?.to_owned();
+    let mut headers = HeaderMap::new();
+    for h in &args.headers {
+        let (k, v) = h
+            .split_once(':')
+            .ok_or_else(|| format!("header {h:?} must be written Name: value"))?;
+        let name = HeaderName::from_bytes(k.trim().as_bytes())
+            .map_err(|_| format!("invalid header name {k:?}"))?;
+        let value = HeaderValue::from_str(v.trim())
+            .map_err(|_| format!("invalid header value in {h:?}"))?;
+        headers.append(name, value);
+    }
+    let peer = SocketAddr::new(args.ip.unwrap_or(DEFAULT_IP), 50000);
+    let conn = ConnInfo {
+        peer,
+        sni: tls.then(|| Arc::from(host.as_str())),
+        tls,
+    };
+    Ok(Described {
+        method,
+        uri,
+        headers,
+        conn,
+    })
+}
+
+fn explain(rt: &Runtime, d: &Described, default_ip: bool) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("request: {} {}\n", d.method, d.uri));
+    if default_ip {
+        out.push_str(&format!(
+            "peer:    {} (default; pass --ip to choose)\n",
+            d.conn.peer.ip()
+        ));
+    }
+    if d.conn.tls {
+        out.push_str("tls:     SNI assumed equal to the URL's host\n");
+    }
+    let mut trace = Trace::recording();
+    let mut cx = RequestCx::default();
+    let verdict = stack::judge(
+        rt, &d.conn, &d.method, &d.uri, &d.headers, &mut cx, &mut trace,
+    );
+    for step in trace.steps() {
+        out.push_str(&format!("  - {step}\n"));
+    }
+    match verdict {
+        Ok(j) => {
+            let why = match j.access {
+                Access::NoRule => "no rule matched".to_owned(),
+                Access::Rule(n) => {
+                    let name = j
+                        .site
+                        .site
+                        .rules
+                        .get(n)
+                        .map_or("a rule", |r| r.name.as_str());
+                    format!("{name} allows it")
+                }
+            };
+            out.push_str(&format!(
+                "forwarded as: {} {}{}\n",
+                d.method, j.site.site.upstream.url, j.path_and_query
+            ));
+            out.push_str(&format!("decision: allow ({why})\n"));
+        }
+        Err(denial) => {
+            out.push_str(&format!(
+                "decision: {} → HTTP {} ({denial})\n",
+                denial.decision(),
+                denial.status().as_u16()
+            ));
+        }
+    }
+    out
+}

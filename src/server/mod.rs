@@ -1,0 +1,241 @@
+//! The running gateway: listeners, shared state, start-up and shutdown.
+//!
+//! Start-up validates everything (config, certificates, audit log) before a
+//! single port is bound; `SIGTERM`/`SIGINT` stop accepting and drain in-flight
+//! requests for up to `limits.drain_timeout`.
+
+mod conn;
+mod redirect;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio_util::task::TaskTracker;
+
+use crate::audit::{AuditEvent, AuditLog};
+use crate::config::{Config, ConfigError};
+use crate::metrics::Metrics;
+use crate::runtime::{self, Runtime};
+use crate::tls::{self, Mode, SniResolver};
+
+use conn::Listener;
+
+/// State shared by every connection and the reload watcher.
+pub struct Shared {
+    /// The current config generation.
+    pub runtime: ArcSwap<Runtime>,
+    /// Certificates by SNI, swapped on reload.
+    pub resolver: Arc<SniResolver>,
+    /// The audit log.
+    pub audit: AuditLog,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// The config file being served (and watched).
+    pub config_path: PathBuf,
+    generation: AtomicU64,
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+impl Shared {
+    /// The next generation number.
+    fn next_generation(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::SeqCst) + 1
+    }
+}
+
+/// Why `run` could not start or keep serving.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The config (or a certificate it names) is invalid: exit 64.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// Something outside the config failed (a port in use, an unwritable log): exit 1.
+    #[error("{0}")]
+    Startup(String),
+}
+
+/// Serves `config` until `SIGTERM` or `SIGINT`.
+pub async fn run(config: Config) -> Result<(), RunError> {
+    let certs = runtime::load_certs(&config, Mode::Run)?;
+    let audit = AuditLog::open(&config.audit_path).map_err(|e| {
+        RunError::Startup(format!(
+            "cannot open the audit log {}: {e}",
+            config.audit_path.display()
+        ))
+    })?;
+    let resolver = SniResolver::new(certs);
+    let tls_config =
+        tls::server_config(resolver.clone()).map_err(|e| RunError::Startup(e.to_string()))?;
+    let listen = config.listen.clone();
+    let config_path = config.source.clone();
+    let rt = Runtime::build(config, 1)?;
+    let metrics = Metrics::new();
+    metrics.certificates(resolver.current().info());
+    let shared = Arc::new(Shared {
+        runtime: ArcSwap::from_pointee(rt),
+        resolver,
+        audit,
+        metrics,
+        config_path,
+        generation: AtomicU64::new(1),
+        reload_lock: tokio::sync::Mutex::new(()),
+    });
+    let listeners = bind_all(&listen).await?;
+    serve(shared, listeners, tls_config).await
+}
+
+/// The bound listeners.
+struct Bound {
+    https: TcpListener,
+    http: Option<TcpListener>,
+    admin: Option<TcpListener>,
+}
+
+async fn bind_all(listen: &crate::config::Listen) -> Result<Bound, RunError> {
+    let https = bind(listen.https, "https").await?;
+    let http = match listen.http {
+        Some(a) => Some(bind(a, "http").await?),
+        None => None,
+    };
+    let admin = match listen.admin {
+        Some(a) => Some(bind(a, "admin").await?),
+        None => None,
+    };
+    Ok(Bound { https, http, admin })
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, RunError> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        RunError::Startup(format!(
+            "cannot listen for {what} on {addr}: {e} (is another process using the port?)"
+        ))
+    })
+}
+
+fn local(l: &Option<TcpListener>) -> Option<String> {
+    l.as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+}
+
+async fn serve(
+    shared: Arc<Shared>,
+    bound: Bound,
+    tls_config: Arc<rustls::ServerConfig>,
+) -> Result<(), RunError> {
+    let https_addr = bound
+        .https
+        .local_addr()
+        .map_err(|e| RunError::Startup(e.to_string()))?;
+    tracing::info!(https = %https_addr, http = local(&bound.http), admin = local(&bound.admin),
+        config = %shared.config_path.display(), "listening");
+    shared.audit.record(
+        AuditEvent::new("gateway_started").detail(serde_json::json!({
+            "https": https_addr.to_string(), "generation": 1,
+        })),
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let tracker = TaskTracker::new();
+    let limits = shared.runtime.load().config.limits.clone();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
+    let listener = |kind| Listener {
+        shared: shared.clone(),
+        permits: permits.clone(),
+        tracker: tracker.clone(),
+        stop: stop_rx.clone(),
+        kind,
+    };
+    tracker.spawn(listener(conn::Kind::Https(acceptor)).run(bound.https));
+    if let Some(http) = bound.http {
+        tracker.spawn(listener(conn::Kind::Redirect).run(http));
+    }
+    if let Some(admin) = bound.admin {
+        tracker.spawn(listener(conn::Kind::Admin).run(admin));
+    }
+    tokio::spawn(crate::reload::watch(shared.clone(), stop_rx.clone()));
+    wait_for_shutdown().await;
+    tracing::info!(drain = ?limits.drain_timeout, "shutting down: no new connections, draining");
+    let _ = stop_tx.send(true);
+    tracker.close();
+    if tokio::time::timeout(limits.drain_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout reached; closing the remaining connections");
+    }
+    shared.audit.record(AuditEvent::new("gateway_stopped"));
+    shared.audit.flush();
+    Ok(())
+}
+
+async fn wait_for_shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stopping");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+/// Re-reads the config and certificates and swaps them in, or keeps the old
+/// generation serving if anything is wrong. Serialised: one reload at a time.
+pub async fn reload(shared: &Arc<Shared>, trigger: &'static str) -> Result<u64, String> {
+    let _one_at_a_time = shared.reload_lock.lock().await;
+    let path = shared.config_path.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        let config = crate::config::load(&path)?;
+        let certs = runtime::load_certs(&config, Mode::Run)?;
+        Ok::<_, ConfigError>((config, certs))
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r.map_err(|e| e.to_string()))
+    .and_then(|(config, certs)| {
+        let listen_changed = config.listen != shared.runtime.load().config.listen;
+        let rt = Runtime::build(config, 0).map_err(|e| e.to_string())?;
+        Ok((rt, certs, listen_changed))
+    });
+    match built {
+        Ok((mut rt, certs, listen_changed)) => {
+            if listen_changed {
+                tracing::warn!(
+                    "[listen] changed: listener addresses apply after a restart; the rest is reloaded"
+                );
+            }
+            rt.generation = shared.next_generation();
+            let generation = rt.generation;
+            shared.metrics.certificates(certs.info());
+            shared.resolver.replace(certs);
+            shared.runtime.store(Arc::new(rt));
+            shared.metrics.reload("ok");
+            shared.audit.record(
+                AuditEvent::new("config_reload_ok")
+                    .detail(serde_json::json!({ "trigger": trigger, "generation": generation })),
+            );
+            tracing::info!(trigger, generation, "config reloaded");
+            Ok(generation)
+        }
+        Err(reason) => {
+            shared.metrics.reload("failed");
+            shared.audit.record(
+                AuditEvent::new("config_reload_failed")
+                    .reason(reason.clone())
+                    .detail(serde_json::json!({ "trigger": trigger })),
+            );
+            tracing::error!(trigger, error = %reason, "config reload refused; the previous config keeps serving");
+            Err(reason)
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! The request flow: THE one place where the order of checks is written.
+//!
+//! ```text
+//!  connection (server::conn): TCP accept → TLS handshake (SNI, ALPN) → hyper
+//!   1 client identity   TCP peer, or the X-Forwarded-For walk if the peer is a trusted proxy
+//!   2 canonicalise      method, request-target form, Host (and SNI agreement), path
+//!   3 site              the canonical host must belong to a site
+//!   4 access            site allow list, then the first matching rule
+//!   5 forward           rewritten headers, canonical path, streamed body → upstream
+//!   6 finish            security headers, request id; audit, metrics, access log
+//! ```
+//!
+//! Steps 1–4 are [`judge`], a pure function over the config that `erpguard
+//! explain` calls too. Every refusal is a [`Denial`] turned into a response by
+//! [`crate::error::rescue`] and seen by the audit log and metrics on the way.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+
+use crate::audit::AuditEvent;
+use crate::body::ResponseBody;
+use crate::canon::{self, CanonHost, CanonPath};
+use crate::client_ip::{self, ClientIp};
+use crate::error::{self, Denial};
+use crate::policy::{self, Access, Trace};
+use crate::proxy::{self, Forward, headers::ForwardedFacts};
+use crate::runtime::{Runtime, SiteRuntime};
+use crate::server::Shared;
+
+/// Facts about the connection a request arrived on, set by the accept loop.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// The TLS server name, on TLS connections.
+    pub sni: Option<Arc<str>>,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+/// What [`judge`] found out about an accepted request.
+pub struct Judged<'rt> {
+    /// The site that owns the request.
+    pub site: &'rt SiteRuntime,
+    /// Who the client is.
+    pub client: ClientIp,
+    /// The canonical host.
+    pub host: CanonHost,
+    /// The canonical path.
+    pub path: CanonPath,
+    /// The canonical path plus the raw query: what is forwarded.
+    pub path_and_query: String,
+    /// Which rule let it through.
+    pub access: Access,
+}
+
+/// Per-request facts the audit log, metrics and access log report.
+#[derive(Debug, Default)]
+pub struct RequestCx {
+    /// The id erpguard gave this request (sent upstream and to the client).
+    pub request_id: String,
+    /// The site, once known.
+    pub site: Option<String>,
+    /// The client address, once known.
+    pub client_ip: Option<IpAddr>,
+    /// The canonical path (never the query, which may carry credentials).
+    pub path: Option<String>,
+}
+
+/// Steps 1–4: decides whether a request may be forwarded, without side effects.
+pub fn judge<'rt>(
+    rt: &'rt Runtime,
+    conn: &ConnInfo,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    cx: &mut RequestCx,
+    trace: &mut Trace,
+) -> Result<Judged<'rt>, Denial> {
+    let client = client_identity(rt, conn, headers, trace)?;
+    cx.client_ip = Some(client.addr);
+    check_method(method)?;
+    let host = request_host(uri, headers)?;
+    trace.note(|| format!("host: {}", host.name));
+    if let Some(sni) = &conn.sni {
+        if !sni.eq_ignore_ascii_case(&host.name) {
+            return Err(Denial::Misdirected {
+                sni: sni.to_string(),
+                host: host.name,
+            });
+        }
+    }
+    let site = rt
+        .site_for(&host.name)
+        .ok_or_else(|| Denial::UnknownHost(host.name.clone()))?;
+    cx.site = Some(site.site.name.clone());
+    trace.note(|| {
+        format!(
+            "site: {} (app {:?}, upstream {})",
+            site.site.name, site.site.app, site.site.upstream.url
+        )
+    });
+    let path =
+        canon::canonical_path(uri.path()).map_err(|e| Denial::BadRequest(format!("path: {e}")))?;
+    cx.path = Some(path.forward().to_owned());
+    trace.note(|| format!("path: {:?} → canonical {:?}", uri.path(), path.forward()));
+    let access = policy::check_access(&site.site, method, path.decoded(), client.addr, trace)?;
+    let path_and_query = match uri.query() {
+        Some(q) => format!("{}?{q}", path.forward()),
+        None => path.forward().to_owned(),
+    };
+    Ok(Judged {
+        site,
+        client,
+        host,
+        path,
+        path_and_query,
+        access,
+    })
+}
+
+/// Step 1: the TCP peer, or what trusted proxies say about the client.
+fn client_identity(
+    rt: &Runtime,
+    conn: &ConnInfo,
+    headers: &HeaderMap,
+    trace: &mut Trace,
+) -> Result<ClientIp, Denial> {
+    let peer = client_ip::normalize_ip(conn.peer.ip());
+    let xff = headers.get_all("x-forwarded-for");
+    let client = client_ip::resolve(peer, xff, &rt.trusted)
+        .map_err(|e| Denial::BadRequest(format!("X-Forwarded-For: {e}")))?;
+    trace.note(|| match client.via_proxy {
+        true => format!(
+            "client: {} (from X-Forwarded-For; peer {peer} is a trusted proxy)",
+            client.addr
+        ),
+        false if rt.trusted.contains(peer) => {
+            format!("client: {} (trusted peer, no X-Forwarded-For)", client.addr)
+        }
+        false => format!(
+            "client: {} (TCP peer; X-Forwarded-For ignored, the peer is not a trusted proxy)",
+            client.addr
+        ),
+    });
+    Ok(client)
+}
+
+/// `CONNECT` would make erpguard a tunnel and `TRACE` echoes credentials back.
+fn check_method(method: &Method) -> Result<(), Denial> {
+    if method == Method::CONNECT || method == Method::TRACE {
+        return Err(Denial::MethodNotAllowed(method.to_string()));
+    }
+    Ok(())
+}
+
+/// Step 2: the host the request is for, from `Host` or the HTTP/2 authority.
+///
+/// HTTP/1.1 absolute-form (`GET http://other/ HTTP/1.1`) and asterisk-form are
+/// refused: erpguard is not a forward proxy, and a target whose authority can
+/// differ from `Host` is a classic way to be judged as one site and routed as
+/// another.
+fn request_host(uri: &Uri, headers: &HeaderMap) -> Result<CanonHost, Denial> {
+    let bad = |why: &str| Denial::BadRequest(why.to_owned());
+    let host_headers: Vec<&HeaderValue> = headers.get_all(header::HOST).iter().collect();
+    if host_headers.len() > 1 {
+        return Err(bad("more than one Host header"));
+    }
+    let from_header = match host_headers.first() {
+        Some(v) => Some(v.to_str().map_err(|_| bad("Host is not ASCII"))?),
+        None => None,
+    };
+    let raw = match (uri.authority(), from_header) {
+        (Some(auth), Some(h)) if h != auth.as_str() => {
+            return Err(bad("Host and request target disagree"));
+        }
+        (Some(auth), _) => auth.as_str(),
+        (None, Some(h)) => h,
+        (None, None) => return Err(bad("no Host")),
+    };
+    canon::canonical_host(raw).map_err(|e| Denial::BadRequest(format!("host: {e}")))
+}
+
+/// Serves one HTTPS request: judge, forward, finish. Never fails: every error
+/// has become a response by the time this returns.
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, std::convert::Infallible> {
+    let started = Instant::now();
+    // One generation for the whole request: judged and forwarded under the same config.
+    let rt = shared.runtime.load_full();
+    let mut cx = RequestCx {
+        request_id: new_request_id(),
+        ..RequestCx::default()
+    };
+    let method = req.method().clone();
+    let json = error::wants_json(req.headers(), req.uri().path());
+    if req.version() == Version::HTTP_11 && req.uri().scheme().is_some() {
+        // Absolute-form on HTTP/1.1: hyper fills the authority from the target.
+        let d = Denial::BadRequest("absolute-form request target".into());
+        return Ok(respond(&shared, &rt, &cx, &method, Err(d), json, started));
+    }
+    let result = route(&rt, &conn, &mut cx, req).await;
+    Ok(respond(&shared, &rt, &cx, &method, result, json, started))
+}
+
+/// Steps 1–5 for one request.
+async fn route(
+    rt: &Runtime,
+    conn: &ConnInfo,
+    cx: &mut RequestCx,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Denial> {
+    let judged = judge(
+        rt,
+        conn,
+        req.method(),
+        req.uri(),
+        req.headers(),
+        cx,
+        &mut Trace::off(),
+    )?;
+    // Later layers slot in here, in this order: API token, login guard, step-up,
+    // guest-endpoint policy (see docs/request-flow.md).
+    let host_header = host_header(&judged.host)?;
+    let port = judged.host.port.unwrap_or(if conn.tls { 443 } else { 80 });
+    let host_str = host_header.to_str().unwrap_or_default().to_owned();
+    let fwd = Forward {
+        site: &judged.site.site,
+        client: &judged.site.client,
+        path_and_query: &judged.path_and_query,
+        host_header,
+        facts: ForwardedFacts {
+            client_ip: judged.client.addr,
+            proto: if conn.tls { "https" } else { "http" },
+            host: &host_str,
+            port,
+            request_id: &cx.request_id,
+        },
+    };
+    proxy::forward(fwd, req).await
+}
+
+/// The canonical `Host` toward the upstream: lower-case name, the client's port if any.
+fn host_header(host: &CanonHost) -> Result<HeaderValue, Denial> {
+    let text = match host.port {
+        Some(p) => format!("{}:{p}", host.name),
+        None => host.name.clone(),
+    };
+    HeaderValue::from_str(&text).map_err(|_| Denial::BadRequest("host".into()))
+}
+
+/// Step 6: turns the outcome into the response, and reports it.
+fn respond(
+    shared: &Shared,
+    rt: &Runtime,
+    cx: &RequestCx,
+    method: &Method,
+    result: Result<Response<ResponseBody>, Denial>,
+    json: bool,
+    started: Instant,
+) -> Response<ResponseBody> {
+    let (mut resp, decision) = match result {
+        Ok(resp) => (resp, "allow"),
+        Err(denial) => {
+            report_denial(shared, cx, method, &denial);
+            (
+                error::rescue(&denial, &cx.request_id, json),
+                denial.decision(),
+            )
+        }
+    };
+    add_response_headers(rt, cx, &mut resp);
+    let site = cx.site.as_deref().unwrap_or("-");
+    shared
+        .metrics
+        .request(site, decision, resp.status().as_u16(), started.elapsed());
+    if rt.config.log.access {
+        tracing::info!(target: "erpguard::access", request_id = %cx.request_id, site,
+            client = ?cx.client_ip, %method, path = cx.path.as_deref().unwrap_or("-"),
+            status = resp.status().as_u16(), decision, ms = started.elapsed().as_millis() as u64, "request");
+    }
+    resp
+}
+
+fn report_denial(shared: &Shared, cx: &RequestCx, method: &Method, denial: &Denial) {
+    match denial {
+        Denial::UpstreamUnavailable(_) | Denial::UpstreamTimeout(_) => {
+            tracing::warn!(request_id = %cx.request_id, site = cx.site.as_deref(), error = %denial, "upstream failure");
+            let kind = if matches!(denial, Denial::UpstreamTimeout(_)) {
+                "timeout"
+            } else {
+                "connect"
+            };
+            shared
+                .metrics
+                .upstream_error(cx.site.as_deref().unwrap_or("-"), kind);
+        }
+        _ => {
+            tracing::info!(request_id = %cx.request_id, site = cx.site.as_deref(), client = ?cx.client_ip, reason = %denial, "request refused")
+        }
+    }
+    if let Some(event) = denial.audit_event() {
+        let mut ev = AuditEvent::new(event)
+            .request_id(cx.request_id.clone())
+            .method(method.to_string())
+            .reason(denial.to_string());
+        if let Some(site) = &cx.site {
+            ev = ev.site(site.clone());
+        }
+        if let Some(ip) = cx.client_ip {
+            ev = ev.client_ip(ip);
+        }
+        if let Some(path) = &cx.path {
+            ev = ev.path(path.clone());
+        }
+        shared.audit.record(ev);
+    }
+}
+
+/// Security headers for the site (HSTS always replaces; the rest only fill
+/// gaps) and the request id.
+fn add_response_headers(rt: &Runtime, cx: &RequestCx, resp: &mut Response<ResponseBody>) {
+    let headers = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&cx.request_id) {
+        headers.insert("x-request-id", v);
+    }
+    let Some(site) = cx
+        .site
+        .as_deref()
+        .and_then(|s| rt.sites.iter().find(|x| x.site.name == s))
+    else {
+        return;
+    };
+    let sec = &site.site.headers;
+    if let Some(hsts) = &sec.hsts {
+        headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+    }
+    for (name, value) in &sec.defaults {
+        if !headers.contains_key(name) {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+}
+
+/// 128 random bits, hex: unguessable, so it can be quoted to an operator safely.
+pub fn new_request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
