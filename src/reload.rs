@@ -13,22 +13,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::server::{self, Shared};
 
 const POLL: Duration = Duration::from_secs(1);
 
-/// Runs until shutdown, reloading on `SIGHUP` or a file change.
-pub async fn watch(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+/// Runs until shutdown, reloading on `SIGHUP` or a file change. `ready` fires
+/// once the starting fingerprint is taken, so a change made after start-up is
+/// announced is never mistaken for the starting state.
+pub async fn watch(
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    ready: oneshot::Sender<()>,
+) {
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGHUP; reload on file change only");
+            tracing::error!(error = %e, "cannot listen for SIGHUP; not reloading");
+            let _ = ready.send(());
             return;
         }
     };
     let mut seen = fingerprint(&watched_files(&shared)).await;
+    let _ = ready.send(());
     let mut tick = tokio::time::interval(POLL);
     loop {
         tokio::select! {

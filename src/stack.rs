@@ -304,7 +304,7 @@ fn report_denial(shared: &Shared, cx: &RequestCx, method: &Method, denial: &Deni
                 .upstream_error(cx.site.as_deref().unwrap_or("-"), kind);
         }
         _ => {
-            tracing::info!(request_id = %cx.request_id, site = cx.site.as_deref(), client = ?cx.client_ip, reason = %denial, "request refused")
+            tracing::info!(request_id = %cx.request_id, site = cx.site.as_deref(), client = ?cx.client_ip, reason = %denial, "request refused");
         }
     }
     if let Some(event) = denial.audit_event() {

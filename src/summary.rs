@@ -38,10 +38,10 @@ pub fn summary(config: &Config, certs: &CertStore) -> String {
     let _ = writeln!(out, "{}: ok", config.source.display());
     let _ = writeln!(out, "listen:    https {}", l.https);
     if let Some(http) = l.http {
+        let port = l.https_redirect_port.unwrap_or(l.https.port());
         let _ = writeln!(
             out,
-            "           http  {http} (redirects to https port {})",
-            l.https_redirect_port
+            "           http  {http} (redirects to https port {port})"
         );
     }
     match l.admin {

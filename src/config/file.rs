@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use toml::Spanned;
 
-use super::values::{Addr, ByteSize, Cidr, Dur, MethodName};
+use super::values::{Addr, ByteSize, Dur, MethodName};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,7 +57,7 @@ pub(super) struct RawLimits {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawClientIp {
     #[serde(default)]
-    pub(super) trusted_proxies: Vec<Cidr>,
+    pub(super) trusted_proxies: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -160,10 +160,11 @@ pub(super) struct RawTlsFiles {
 #[derive(Debug)]
 pub(super) enum RawAllow {
     Off(String),
-    List(Vec<Cidr>),
+    List(Vec<Spanned<String>>),
 }
 
-// By hand so a bad CIDR inside the list is reported with its own position.
+// By hand so the list keeps each element's position (CIDRs are parsed in
+// validation, where an error can point at the element).
 impl<'de> Deserialize<'de> for RawAllow {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -177,7 +178,7 @@ impl<'de> Deserialize<'de> for RawAllow {
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawAllow, A::Error> {
                 let mut nets = Vec::new();
-                while let Some(net) = seq.next_element::<Cidr>()? {
+                while let Some(net) = seq.next_element::<Spanned<String>>()? {
                     nets.push(net);
                 }
                 Ok(RawAllow::List(nets))
@@ -215,7 +216,7 @@ pub(super) struct RawRule {
     pub(super) paths: Spanned<Vec<Spanned<String>>>,
     #[serde(default)]
     pub(super) methods: Vec<MethodName>,
-    pub(super) allow: Option<Vec<Cidr>>,
+    pub(super) allow: Option<Vec<Spanned<String>>>,
     pub(super) action: Spanned<RuleAction>,
 }
 

@@ -56,8 +56,8 @@ pub struct Listen {
     pub http: Option<SocketAddr>,
     /// The admin listener (`/healthz`, `/readyz`, `/metrics`), if any.
     pub admin: Option<SocketAddr>,
-    /// The port put into HTTP→HTTPS redirects (default: the HTTPS listener's port).
-    pub https_redirect_port: u16,
+    /// The port put into HTTP→HTTPS redirects (`None`: the port the HTTPS listener bound).
+    pub https_redirect_port: Option<u16>,
 }
 
 /// Connection-level limits.

@@ -10,8 +10,8 @@ use http::{HeaderName, HeaderValue};
 use toml::Spanned;
 
 use super::file::{
-    RawAllow, RawClientIp, RawConfig, RawHeaders, RawLimits, RawListen, RawLog, RawRule, RawSite,
-    RawState, RawTimeouts, RawTls, RuleAction,
+    RawAllow, RawConfig, RawHeaders, RawLimits, RawListen, RawLog, RawRule, RawSite, RawState,
+    RawTimeouts, RawTls, RuleAction,
 };
 use super::{
     Allow, Config, ConfigError, Limits, Listen, Log, LogFormat, Pos, Rule, SecurityHeaders, Site,
@@ -27,13 +27,13 @@ const DEFAULT_MAX_BODY: u64 = 25 << 20;
 /// Checks one file's worth of raw config.
 pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigError> {
     let cx = Cx { path, text };
-    let listen = listen(raw.listen);
+    let listen = listen(&raw.listen);
     let sites = sites(&cx, raw.sites)?;
     Ok(Config {
         source: path.to_path_buf(),
         listen,
-        limits: limits(raw.limits),
-        trusted_proxies: trusted(raw.client_ip),
+        limits: limits(&raw.limits),
+        trusted_proxies: cidrs(&cx, &raw.client_ip.trusted_proxies)?,
         state: state(&cx, raw.state)?,
         audit_path: raw
             .audit
@@ -60,17 +60,17 @@ impl Cx<'_> {
     }
 }
 
-fn listen(raw: RawListen) -> Listen {
+fn listen(raw: &RawListen) -> Listen {
     let https = raw.https.0;
     Listen {
         https,
         http: raw.http.map(|a| a.0),
         admin: raw.admin.map(|a| a.0),
-        https_redirect_port: raw.https_redirect_port.unwrap_or(https.port()),
+        https_redirect_port: raw.https_redirect_port,
     }
 }
 
-fn limits(raw: RawLimits) -> Limits {
+fn limits(raw: &RawLimits) -> Limits {
     let secs = |d: Option<super::values::Dur>, default: u64| {
         d.map_or(Duration::from_secs(default), |d| d.0)
     };
@@ -86,8 +86,11 @@ fn limits(raw: RawLimits) -> Limits {
     }
 }
 
-fn trusted(raw: RawClientIp) -> Vec<ipnet::IpNet> {
-    raw.trusted_proxies.into_iter().map(|c| c.0).collect()
+/// Parses a list of networks, pointing at the first bad element.
+fn cidrs(cx: &Cx<'_>, raw: &[Spanned<String>]) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    raw.iter()
+        .map(|s| super::values::parse_cidr(s.get_ref()).map_err(|e| cx.err(s.span(), e)))
+        .collect()
 }
 
 fn state(cx: &Cx<'_>, raw: RawState) -> Result<State, ConfigError> {
@@ -186,7 +189,7 @@ fn site(cx: &Cx<'_>, span: Range<usize>, raw: RawSite) -> Result<Site, ConfigErr
         tls: tls(cx, &name, raw.tls)?,
         allow,
         max_body: raw.max_body.map_or(DEFAULT_MAX_BODY, |b| b.0),
-        timeouts: timeouts(raw.timeouts),
+        timeouts: timeouts(&raw.timeouts),
         headers: security_headers(cx, raw.headers)?,
         rules: rules(cx, raw.rules)?,
         name,
@@ -307,7 +310,7 @@ fn allow(
     };
     let span = raw.span();
     match raw.into_inner() {
-        RawAllow::List(nets) => Ok(Allow::Nets(nets.into_iter().map(|c| c.0).collect())),
+        RawAllow::List(nets) => Ok(Allow::Nets(cidrs(cx, &nets)?)),
         RawAllow::Off(s) if s == "off" => Ok(Allow::Off),
         RawAllow::Off(s) => Err(cx
             .err(span, format!("invalid allow value {s:?}"))
@@ -315,7 +318,7 @@ fn allow(
     }
 }
 
-fn timeouts(raw: RawTimeouts) -> UpstreamTimeouts {
+fn timeouts(raw: &RawTimeouts) -> UpstreamTimeouts {
     let or =
         |d: Option<super::values::Dur>, secs: u64| d.map_or(Duration::from_secs(secs), |d| d.0);
     UpstreamTimeouts {
@@ -412,7 +415,7 @@ fn rule(cx: &Cx<'_>, n: usize, span: Range<usize>, raw: RawRule) -> Result<Rule,
         name,
         paths,
         methods: raw.methods.into_iter().map(|m| m.0).collect(),
-        allow: raw.allow.map(|v| v.into_iter().map(|c| c.0).collect()),
+        allow: raw.allow.map(|v| cidrs(cx, &v)).transpose()?,
         action,
     })
 }

@@ -67,17 +67,6 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(hint)
 }
 
-/// A CIDR network or single address (`"10.0.0.0/8"`, `"2001:db8::/32"`, `"192.0.2.7"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr(pub IpNet);
-
-impl<'de> Deserialize<'de> for Cidr {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_cidr(&s).map(Cidr).map_err(de::Error::custom)
-    }
-}
-
 /// Parses a network; a bare address becomes a /32 or /128. Host bits must be zero,
 /// because `10.1.2.3/8` is almost always a typo for something narrower.
 pub fn parse_cidr(s: &str) -> Result<IpNet, String> {

@@ -97,7 +97,7 @@ pub async fn forward(
     let limit = usize::try_from(fwd.site.max_body).unwrap_or(usize::MAX);
     let out = Request::from_parts(parts, Either::Left(Limited::new(body, limit)));
     let resp = send(fwd.client, fwd.site, out).await?;
-    Ok(finish_response(resp, upgrade, client_upgrade))
+    Ok(finish_response(resp, upgrade.as_ref(), client_upgrade))
 }
 
 /// Refuses up front a body whose declared length is over the limit, so the
@@ -175,11 +175,11 @@ fn error_chain(e: &(dyn StdError + 'static)) -> String {
 
 fn finish_response(
     mut resp: Response<Incoming>,
-    upgrade: Option<HeaderValue>,
+    upgrade: Option<&HeaderValue>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<ResponseBody> {
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-    let kept = if switching { upgrade.as_ref() } else { None };
+    let kept = if switching { upgrade } else { None };
     if let (true, Some(client_side)) = (switching && upgrade.is_some(), client_upgrade) {
         let upstream_side = hyper::upgrade::on(&mut resp);
         tokio::spawn(tunnel(client_side, upstream_side));

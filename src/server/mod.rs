@@ -37,6 +37,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The config file being served (and watched).
     pub config_path: PathBuf,
+    /// The port the HTTPS listener actually bound (config may say 0).
+    pub https_port: std::sync::OnceLock<u16>,
     generation: AtomicU64,
     reload_lock: tokio::sync::Mutex<()>,
 }
@@ -82,6 +84,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         audit,
         metrics,
         config_path,
+        https_port: std::sync::OnceLock::new(),
         generation: AtomicU64::new(1),
         reload_lock: tokio::sync::Mutex::new(()),
     });
@@ -132,6 +135,15 @@ async fn serve(
         .https
         .local_addr()
         .map_err(|e| RunError::Startup(e.to_string()))?;
+    let _ = shared.https_port.set(https_addr.port());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(crate::reload::watch(
+        shared.clone(),
+        stop_rx.clone(),
+        ready_tx,
+    ));
+    let _ = ready_rx.await;
     tracing::info!(https = %https_addr, http = local(&bound.http), admin = local(&bound.admin),
         config = %shared.config_path.display(), "listening");
     shared.audit.record(
@@ -139,7 +151,6 @@ async fn serve(
             "https": https_addr.to_string(), "generation": 1,
         })),
     );
-    let (stop_tx, stop_rx) = watch::channel(false);
     let tracker = TaskTracker::new();
     let limits = shared.runtime.load().config.limits.clone();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -158,7 +169,6 @@ async fn serve(
     if let Some(admin) = bound.admin {
         tracker.spawn(listener(conn::Kind::Admin).run(admin));
     }
-    tokio::spawn(crate::reload::watch(shared.clone(), stop_rx.clone()));
     wait_for_shutdown().await;
     tracing::info!(drain = ?limits.drain_timeout, "shutting down: no new connections, draining");
     let _ = stop_tx.send(true);

@@ -20,7 +20,8 @@ pub(super) async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, std::convert::Infallible> {
     let rt = shared.runtime.load();
-    let port = rt.config.listen.https_redirect_port;
+    let bound = shared.https_port.get().copied().unwrap_or(443);
+    let port = rt.config.listen.https_redirect_port.unwrap_or(bound);
     let target = location(&req, port).and_then(|(host, loc)| match rt.site_for(&host) {
         Some(site) => Ok((site.site.name.clone(), loc)),
         None => Err(Denial::UnknownHost(host)),
