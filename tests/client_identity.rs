@@ -137,3 +137,39 @@ async fn a_trusted_proxy_chain_resolves_the_right_client() {
         400
     );
 }
+
+#[tokio::test]
+async fn secrets_never_reach_logs_or_the_audit_log() {
+    let (gw, up) = gateway("", "\"127.0.0.0/8\"").await;
+    let secret_query = "GET /api/method/login?usr=admin&pwd=Hunter2-Query-Secret HTTP/1.1\r\nHost: a.test\r\n\
+Authorization: token abcKEY:Sekret-Api-Token\r\nCookie: sid=0123456789abcdef-session-cookie\r\nConnection: close\r\n\r\n";
+    assert_eq!(gw.raw("a.test", secret_query).await.status, 200);
+    // A refused request carrying the same secrets.
+    let refused = secret_query.replace("/api/method/login", "/%2e%2e/x");
+    assert_eq!(gw.raw("a.test", &refused).await.status, 400);
+    let body = "usr=admin&pwd=Hunter2-Body-Secret";
+    let post = format!(
+        "POST /login HTTP/1.1\r\nHost: a.test\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(gw.raw("a.test", &post).await.status, 200);
+    assert_eq!(
+        up.seen().len(),
+        2,
+        "the upstream still gets the credentials it needs"
+    );
+    let logs = gw.log_text();
+    let audit = std::fs::read_to_string(gw.audit_path()).unwrap_or_default();
+    for secret in ["Hunter2", "Sekret-Api-Token", "session-cookie", "abcKEY"] {
+        assert!(!logs.contains(secret), "{secret} in the log:\n{logs}");
+        assert!(
+            !audit.contains(secret),
+            "{secret} in the audit log:\n{audit}"
+        );
+    }
+    assert!(
+        logs.contains("/api/method/login"),
+        "the access log names the path"
+    );
+}
