@@ -51,9 +51,12 @@ pub enum Denial {
         /// The limit in bytes.
         limit: u64,
     },
-    /// The upstream could not be reached or broke the exchange.
+    /// The upstream could not be connected to.
     #[error("upstream unavailable: {0}")]
     UpstreamUnavailable(String),
+    /// The upstream was connected but broke the exchange (closed early, sent garbage).
+    #[error("upstream broke the exchange: {0}")]
+    UpstreamProtocol(String),
     /// The upstream did not answer in time.
     #[error("upstream did not send response headers within {0:?}")]
     UpstreamTimeout(std::time::Duration),
@@ -71,7 +74,7 @@ impl Denial {
                 StatusCode::FORBIDDEN
             }
             Denial::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Denial::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
+            Denial::UpstreamUnavailable(_) | Denial::UpstreamProtocol(_) => StatusCode::BAD_GATEWAY,
             Denial::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -86,7 +89,19 @@ impl Denial {
             Denial::SiteAllowlist | Denial::RuleDenied { .. } | Denial::RuleAllowlist { .. } => {
                 "deny"
             }
-            Denial::UpstreamUnavailable(_) | Denial::UpstreamTimeout(_) => "upstream_error",
+            Denial::UpstreamUnavailable(_)
+            | Denial::UpstreamProtocol(_)
+            | Denial::UpstreamTimeout(_) => "upstream_error",
+        }
+    }
+
+    /// The `kind` label of `erpguard_upstream_errors_total`, for upstream failures.
+    pub fn upstream_kind(&self) -> Option<&'static str> {
+        match self {
+            Denial::UpstreamUnavailable(_) => Some("connect"),
+            Denial::UpstreamProtocol(_) => Some("protocol"),
+            Denial::UpstreamTimeout(_) => Some("timeout"),
+            _ => None,
         }
     }
 
@@ -101,7 +116,9 @@ impl Denial {
             Denial::BadRequest(_) | Denial::MethodNotAllowed(_) => Some("request_rejected"),
             Denial::UnknownHost(_) | Denial::Misdirected { .. } => Some("host_rejected"),
             Denial::BodyTooLarge { .. } => Some("body_too_large"),
-            Denial::UpstreamUnavailable(_) | Denial::UpstreamTimeout(_) => None,
+            Denial::UpstreamUnavailable(_)
+            | Denial::UpstreamProtocol(_)
+            | Denial::UpstreamTimeout(_) => None,
         }
     }
 
@@ -116,7 +133,7 @@ impl Denial {
                 "Access to this page is not permitted."
             }
             Denial::BodyTooLarge { .. } => "The request body is too large.",
-            Denial::UpstreamUnavailable(_) => {
+            Denial::UpstreamUnavailable(_) | Denial::UpstreamProtocol(_) => {
                 "The application behind this gateway is not reachable right now."
             }
             Denial::UpstreamTimeout(_) => {

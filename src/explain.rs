@@ -115,9 +115,19 @@ fn explain(rt: &Runtime, d: &Described, default_ip: bool) -> String {
             d.conn.peer.ip()
         ));
     }
-    if d.conn.tls {
-        out.push_str("tls:     SNI assumed equal to the URL's host\n");
+    if !d.conn.tls {
+        let known = d
+            .uri
+            .host()
+            .is_some_and(|h| rt.site_for(&h.to_ascii_lowercase()).is_some());
+        out.push_str(match known {
+            true => "plain HTTP: the http listener answers 308 to the same URL over https; nothing is forwarded\n",
+            false => "plain HTTP: no site has this host, the http listener answers 404\n",
+        });
+        out.push_str("decision: redirect\n");
+        return out;
     }
+    out.push_str("tls:     SNI assumed equal to the URL's host\n");
     let mut trace = Trace::recording();
     let mut cx = RequestCx::default();
     let verdict = stack::judge(

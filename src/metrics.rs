@@ -103,7 +103,7 @@ impl Metrics {
         );
         registry.register(
             "connections_active",
-            "Open client connections",
+            "Open HTTPS client connections (after the TLS handshake)",
             connections.clone(),
         );
         Metrics {

@@ -38,6 +38,10 @@ pub async fn watch(
     let mut seen = fingerprint(&watched_files(&shared)).await;
     let _ = ready.send(());
     let mut tick = tokio::time::interval(POLL);
+    // A changed fingerprint waits one more poll before it is acted on: a
+    // certificate and its key are written one after the other (certbot, cp),
+    // and reading the pair in between would refuse a perfectly good rotation.
+    let mut pending: Option<u64> = None;
     loop {
         tokio::select! {
             _ = hup.recv() => {
@@ -46,10 +50,13 @@ pub async fn watch(
             }
             _ = tick.tick() => {
                 let now = fingerprint(&watched_files(&shared)).await;
-                if now != seen {
-                    tracing::info!("config or certificate file changed: reloading");
-                    let _ = server::reload(&shared, "file_change").await;
+                if now == seen || pending != Some(now) {
+                    pending = (now != seen).then_some(now);
+                    continue;
                 }
+                pending = None;
+                tracing::info!("config or certificate file changed: reloading");
+                let _ = server::reload(&shared, "file_change").await;
             }
             _ = stop.changed() => return,
         }

@@ -64,7 +64,12 @@ impl Runtime {
 
     /// The site that owns a canonical host name.
     pub fn site_for(&self, host: &str) -> Option<&SiteRuntime> {
-        self.hosts.get(host).and_then(|&i| self.sites.get(i))
+        self.site_index(host).and_then(|i| self.sites.get(i))
+    }
+
+    /// The index (in `sites`) of the site that owns a canonical host name.
+    pub fn site_index(&self, host: &str) -> Option<usize> {
+        self.hosts.get(host).copied()
     }
 }
 

@@ -64,8 +64,8 @@ pub struct Judged<'rt> {
 pub struct RequestCx {
     /// The id erpguard gave this request (sent upstream and to the client).
     pub request_id: String,
-    /// The site, once known.
-    pub site: Option<String>,
+    /// The site, once known: its index in the generation's site list.
+    pub site: Option<usize>,
     /// The client address, once known.
     pub client_ip: Option<IpAddr>,
     /// The canonical path (never the query, which may carry credentials).
@@ -98,7 +98,7 @@ pub fn judge<'rt>(
     let site = rt
         .site_for(&host.name)
         .ok_or_else(|| Denial::UnknownHost(host.name.clone()))?;
-    cx.site = Some(site.site.name.clone());
+    cx.site = rt.site_index(&host.name);
     trace.note(|| {
         format!(
             "site: {} (app {:?}, upstream {})",
@@ -270,7 +270,7 @@ fn respond(
     let (mut resp, decision) = match result {
         Ok(resp) => (resp, "allow"),
         Err(denial) => {
-            report_denial(shared, cx, method, &denial);
+            report_denial(shared, rt, cx, method, &denial);
             (
                 error::rescue(&denial, &cx.request_id, json),
                 denial.decision(),
@@ -278,7 +278,7 @@ fn respond(
         }
     };
     add_response_headers(rt, cx, &mut resp);
-    let site = cx.site.as_deref().unwrap_or("-");
+    let site = site_name(rt, cx);
     shared
         .metrics
         .request(site, decision, resp.status().as_u16(), started.elapsed());
@@ -290,21 +290,15 @@ fn respond(
     resp
 }
 
-fn report_denial(shared: &Shared, cx: &RequestCx, method: &Method, denial: &Denial) {
-    match denial {
-        Denial::UpstreamUnavailable(_) | Denial::UpstreamTimeout(_) => {
-            tracing::warn!(request_id = %cx.request_id, site = cx.site.as_deref(), error = %denial, "upstream failure");
-            let kind = if matches!(denial, Denial::UpstreamTimeout(_)) {
-                "timeout"
-            } else {
-                "connect"
-            };
-            shared
-                .metrics
-                .upstream_error(cx.site.as_deref().unwrap_or("-"), kind);
+fn report_denial(shared: &Shared, rt: &Runtime, cx: &RequestCx, method: &Method, denial: &Denial) {
+    let site = site_name(rt, cx);
+    match denial.upstream_kind() {
+        Some(kind) => {
+            tracing::warn!(request_id = %cx.request_id, site, error = %denial, "upstream failure");
+            shared.metrics.upstream_error(site, kind);
         }
-        _ => {
-            tracing::info!(request_id = %cx.request_id, site = cx.site.as_deref(), client = ?cx.client_ip, reason = %denial, "request refused");
+        None => {
+            tracing::info!(request_id = %cx.request_id, site, client = ?cx.client_ip, reason = %denial, "request refused");
         }
     }
     if let Some(event) = denial.audit_event() {
@@ -312,8 +306,8 @@ fn report_denial(shared: &Shared, cx: &RequestCx, method: &Method, denial: &Deni
             .request_id(cx.request_id.clone())
             .method(method.to_string())
             .reason(denial.to_string());
-        if let Some(site) = &cx.site {
-            ev = ev.site(site.clone());
+        if cx.site.is_some() {
+            ev = ev.site(site);
         }
         if let Some(ip) = cx.client_ip {
             ev = ev.client_ip(ip);
@@ -332,11 +326,7 @@ fn add_response_headers(rt: &Runtime, cx: &RequestCx, resp: &mut Response<Respon
     if let Ok(v) = HeaderValue::from_str(&cx.request_id) {
         headers.insert("x-request-id", v);
     }
-    let Some(site) = cx
-        .site
-        .as_deref()
-        .and_then(|s| rt.sites.iter().find(|x| x.site.name == s))
-    else {
+    let Some(site) = cx.site.and_then(|i| rt.sites.get(i)) else {
         return;
     };
     let sec = &site.site.headers;
@@ -348,6 +338,13 @@ fn add_response_headers(rt: &Runtime, cx: &RequestCx, resp: &mut Response<Respon
             headers.insert(name.clone(), value.clone());
         }
     }
+}
+
+/// The site's name for logs and metrics, `-` before a site is known.
+fn site_name<'rt>(rt: &'rt Runtime, cx: &RequestCx) -> &'rt str {
+    cx.site
+        .and_then(|i| rt.sites.get(i))
+        .map_or("-", |s| s.site.name.as_str())
 }
 
 /// 128 random bits, hex: unguessable, so it can be quoted to an operator safely.

@@ -171,6 +171,19 @@ pub enum Allow {
     Nets(Vec<IpNet>),
 }
 
+impl std::fmt::Display for Allow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Allow::Off => f.write_str("off (everyone)"),
+            Allow::Nets(nets) if nets.is_empty() => f.write_str("[] (nobody)"),
+            Allow::Nets(nets) => {
+                let list: Vec<String> = nets.iter().map(ToString::to_string).collect();
+                write!(f, "[{}]", list.join(", "))
+            }
+        }
+    }
+}
+
 impl Allow {
     /// Whether `ip` may pass.
     pub fn permits(&self, ip: std::net::IpAddr) -> bool {

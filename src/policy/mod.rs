@@ -72,7 +72,7 @@ pub fn check_access(
         });
         return Err(Denial::SiteAllowlist);
     }
-    trace.note(|| format!("site allow list: {client} is permitted"));
+    trace.note(|| format!("site allow list: {client} is in {}", site.allow));
     let Some((n, rule)) = site
         .rules
         .iter()
@@ -85,7 +85,12 @@ pub fn check_access(
     trace.note(|| format!("rules: {} matches {method} {path}", rule.name));
     if let Some(nets) = &rule.allow {
         if !nets.iter().any(|net| net.contains(&client)) {
-            trace.note(|| format!("  its allow list {nets:?} does not contain {client} → deny"));
+            trace.note(|| {
+                format!(
+                    "  its allow list {} does not contain {client} → deny",
+                    crate::config::Allow::Nets(nets.clone())
+                )
+            });
             return Err(Denial::RuleAllowlist {
                 rule: rule.name.clone(),
             });

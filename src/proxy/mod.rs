@@ -143,11 +143,13 @@ async fn send(
         Ok(Err(e)) if caused_by_body_limit(&e) => Err(Denial::BodyTooLarge {
             limit: site.max_body,
         }),
-        Ok(Err(e)) => Err(Denial::UpstreamUnavailable(format!(
-            "{}: {}",
-            client.site,
-            error_chain(&e)
-        ))),
+        Ok(Err(e)) => {
+            let detail = format!("{}: {}", client.site, error_chain(&e));
+            match e.is_connect() {
+                true => Err(Denial::UpstreamUnavailable(detail)),
+                false => Err(Denial::UpstreamProtocol(detail)),
+            }
+        }
     }
 }
 
