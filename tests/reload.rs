@@ -126,28 +126,12 @@ async fn an_invalid_config_is_refused_and_the_old_rule_keeps_serving() {
 async fn certificates_reload_when_their_files_change() {
     let f = fixture().await;
     let dir = f.gw.dir.path().to_path_buf();
-    let before =
-        f.gw.tls("a.test", &[])
-            .await
-            .unwrap()
-            .get_ref()
-            .1
-            .peer_certificates()
-            .unwrap()[0]
-            .clone();
+    let before = f.gw.peer_cert("a.test").await;
     assert_ne!(before, f.gw.ca.der, "sanity: the leaf is not the CA");
     let (_, _, fresh) = f.gw.ca.leaf(&dir, "a", &["a.test"]);
     let end = Instant::now() + Duration::from_secs(5);
     loop {
-        let now =
-            f.gw.tls("a.test", &[])
-                .await
-                .unwrap()
-                .get_ref()
-                .1
-                .peer_certificates()
-                .unwrap()[0]
-                .clone();
+        let now = f.gw.peer_cert("a.test").await;
         if now == fresh {
             break;
         }

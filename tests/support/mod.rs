@@ -238,6 +238,14 @@ impl Gateway {
             .await
     }
 
+    /// The leaf certificate the gateway presents for `sni`.
+    pub async fn peer_cert(&self, sni: &str) -> CertificateDer<'static> {
+        let tls = self.tls(sni, &[]).await.unwrap();
+        tls.get_ref().1.peer_certificates().unwrap()[0]
+            .clone()
+            .into_owned()
+    }
+
     /// One raw HTTP/1.1 exchange over TLS; `raw` is sent as is (it should say `Connection: close`).
     pub async fn raw(&self, sni: &str, raw: &str) -> RawResponse {
         self.raw_from("127.0.0.1".parse().unwrap(), sni, raw).await
