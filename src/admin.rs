@@ -32,7 +32,8 @@ pub async fn handle(
     Ok(resp)
 }
 
-/// Ready when a config is loaded and every upstream accepts a TCP connection.
+/// Ready when a config is loaded, the state store answers and every upstream
+/// accepts a TCP connection.
 async fn readyz(shared: &Shared) -> Response<ResponseBody> {
     let rt = shared.runtime.load_full();
     let probes = rt.sites.iter().map(|s| {
@@ -55,7 +56,12 @@ async fn readyz(shared: &Shared) -> Response<ResponseBody> {
         }
     });
     let results = futures_join_all(probes).await;
-    let ready = results.iter().all(|(_, ok)| *ok);
+    let store = shared.store.clone();
+    let store_ok = matches!(
+        tokio::task::spawn_blocking(move || store.ping()).await,
+        Ok(Ok(()))
+    );
+    let ready = store_ok && results.iter().all(|(_, ok)| *ok);
     let upstreams: serde_json::Map<String, serde_json::Value> = results
         .into_iter()
         .map(|(name, ok)| {
@@ -68,6 +74,7 @@ async fn readyz(shared: &Shared) -> Response<ResponseBody> {
     let body = serde_json::json!({
         "ready": ready,
         "config_generation": rt.generation,
+        "store": if store_ok { "ok" } else { "unavailable" },
         "upstreams": upstreams,
     });
     let status = if ready {

@@ -40,6 +40,9 @@ pub enum Command {
     /// Check and read the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// See and lift login lockouts.
+    #[command(subcommand)]
+    Lockout(crate::lockout::LockoutCommand),
 }
 
 /// `erpguard audit ...`
@@ -83,6 +86,7 @@ fn dispatch(cli: Cli) -> u8 {
         Command::Run => run(&cli.config),
         Command::Check => crate::summary::check(&cli.config),
         Command::Explain(args) => crate::explain::run(&cli.config, &args),
+        Command::Lockout(cmd) => crate::lockout::run(&cli.config, &cmd),
         Command::Audit(AuditCommand::Verify { path }) => audit_verify(&cli.config, path),
         Command::Audit(AuditCommand::Tail {
             path,

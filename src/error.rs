@@ -51,6 +51,21 @@ pub enum Denial {
         /// The limit in bytes.
         limit: u64,
     },
+    /// Too many login attempts from this client for the site's `per_ip` rate.
+    #[error("login rate limit exceeded; retry after {retry_after:?}")]
+    RateLimited {
+        /// How long until the next attempt is allowed.
+        retry_after: std::time::Duration,
+    },
+    /// The account (or this client for it) is locked after repeated failures.
+    #[error("locked out after repeated failures; retry after {retry_after:?}")]
+    LockedOut {
+        /// How long until the lock ends.
+        retry_after: std::time::Duration,
+    },
+    /// The state store did not answer: logins fail closed.
+    #[error("state store unavailable: {0}")]
+    StoreUnavailable(String),
     /// The upstream could not be connected to.
     #[error("upstream unavailable: {0}")]
     UpstreamUnavailable(String),
@@ -74,6 +89,8 @@ impl Denial {
                 StatusCode::FORBIDDEN
             }
             Denial::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Denial::RateLimited { .. } | Denial::LockedOut { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Denial::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Denial::UpstreamUnavailable(_) | Denial::UpstreamProtocol(_) => StatusCode::BAD_GATEWAY,
             Denial::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -86,6 +103,9 @@ impl Denial {
                 "invalid"
             }
             Denial::UnknownHost(_) | Denial::Misdirected { .. } => "misdirected",
+            Denial::RateLimited { .. } => "rate_limited",
+            Denial::LockedOut { .. } => "locked_out",
+            Denial::StoreUnavailable(_) => "store_error",
             Denial::SiteAllowlist | Denial::RuleDenied { .. } | Denial::RuleAllowlist { .. } => {
                 "deny"
             }
@@ -116,6 +136,9 @@ impl Denial {
             Denial::BadRequest(_) | Denial::MethodNotAllowed(_) => Some("request_rejected"),
             Denial::UnknownHost(_) | Denial::Misdirected { .. } => Some("host_rejected"),
             Denial::BodyTooLarge { .. } => Some("body_too_large"),
+            Denial::RateLimited { .. } => Some("login_rate_limited"),
+            Denial::LockedOut { .. } => Some("login_blocked"),
+            Denial::StoreUnavailable(_) => Some("store_unavailable"),
             Denial::UpstreamUnavailable(_)
             | Denial::UpstreamProtocol(_)
             | Denial::UpstreamTimeout(_) => None,
@@ -133,6 +156,12 @@ impl Denial {
                 "Access to this page is not permitted."
             }
             Denial::BodyTooLarge { .. } => "The request body is too large.",
+            Denial::RateLimited { .. } | Denial::LockedOut { .. } => {
+                "Too many attempts. Please wait and try again later."
+            }
+            Denial::StoreUnavailable(_) => {
+                "Sign-in is temporarily unavailable. Please try again shortly."
+            }
             Denial::UpstreamUnavailable(_) | Denial::UpstreamProtocol(_) => {
                 "The application behind this gateway is not reachable right now."
             }
@@ -176,6 +205,12 @@ pub fn rescue(denial: &Denial, request_id: &str, json: bool) -> Response<Respons
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Denial::RateLimited { retry_after } | Denial::LockedOut { retry_after } = denial {
+        h.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(retry_after.as_secs().max(1)),
+        );
+    }
     if matches!(denial, Denial::BadRequest(_) | Denial::Misdirected { .. }) {
         // After a framing or routing doubt, do not reuse the connection.
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
 use crate::cli::{EXIT_OK, EXIT_USAGE};
+use crate::login;
 use crate::policy::{Access, Trace};
+use crate::profile::{self, AttemptKind, RequestView};
 use crate::runtime::Runtime;
 use crate::stack::{self, ConnInfo, RequestCx};
 
@@ -29,10 +31,14 @@ pub struct ExplainArgs {
     /// The TCP peer address (default: 198.51.100.7, an outside address).
     #[arg(long, value_name = "ADDR")]
     pub ip: Option<IpAddr>,
+    /// The request body (give its Content-Type with --header), e.g. 'cmd=login&usr=admin&pwd=x'.
+    #[arg(long, value_name = "BODY")]
+    pub body: Option<String>,
 }
 
 /// A request as explain understands it.
 struct Described {
+    body: Vec<u8>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -61,6 +67,78 @@ pub fn run(config_path: &Path, args: &ExplainArgs) -> u8 {
     };
     print!("{}", explain(&rt, &described, args.ip.is_none()));
     EXIT_OK
+}
+
+/// The login guard's view of the request: what it recognises and which counters apply.
+fn login_lines(
+    rt: &Runtime,
+    j: &stack::Judged<'_>,
+    d: &Described,
+) -> Result<Option<String>, String> {
+    let site = &j.site.site;
+    if !site.login.enabled {
+        return Ok(None);
+    }
+    let view = RequestView {
+        method: &d.method,
+        path: j.path.decoded(),
+        query: d.uri.query(),
+        headers: &d.headers,
+    };
+    let body: &[u8] = if profile::needs_body(site.app, &view) {
+        &d.body
+    } else {
+        b""
+    };
+    let params = profile::params(site.app, &view, body).map_err(|e| e.to_string())?;
+    let Some(attempt) = profile::recognise(site.app, &view, &params).map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    let p = &site.login;
+    let mut out = format!(
+        "  - login guard: {:?} attempt via {} for {}\n",
+        attempt.kind,
+        attempt.endpoint,
+        attempt.user.as_deref().unwrap_or("(no user named)")
+    );
+    out.push_str(&format!(
+        "    rate: {} login attempts per client IP (IPv6 per /64), account oracles {}\n",
+        p.per_ip, p.oracle_per_ip
+    ));
+    for (key, lp) in login::keys(&site.name, p, &attempt, j.client.addr, None) {
+        out.push_str(&format!(
+            "    counter {:?} {:?}: locked after {} failures within {}; lock {} doubling up to {}{}\n",
+            key.scope,
+            key.subject,
+            lp.threshold,
+            humantime::format_duration(lp.window),
+            humantime::format_duration(lp.base),
+            humantime::format_duration(lp.max),
+            current_lock(rt, &key)
+        ));
+    }
+    if p.device_cookie && attempt.kind == AttemptKind::Password {
+        out.push_str("    a browser holding this user's device cookie is counted on its own (a stranger cannot lock it out)\n");
+    }
+    Ok(Some(out))
+}
+
+/// ", locked now for Ns" if the store file exists and holds a lock for `key`.
+fn current_lock(rt: &Runtime, key: &crate::store::Key) -> String {
+    let state = &rt.config.state;
+    if !state.path.exists() {
+        return String::new();
+    }
+    let now = std::time::SystemTime::now();
+    match crate::server::open_store(state).map(|s| s.lock(key, now)) {
+        Ok(Ok(Some(lock))) => format!(
+            " [LOCKED now, {}s left]",
+            lock.until.duration_since(now).map_or(0, |d| d.as_secs())
+        ),
+        Ok(Ok(None)) => " [not locked]".to_owned(),
+        _ => " [store unreadable]".to_owned(),
+    }
 }
 
 fn describe(args: &ExplainArgs) -> Result<Described, String> {
@@ -98,7 +176,9 @@ fn describe(args: &ExplainArgs) -> Result<Described, String> {
         sni: tls.then(|| Arc::from(host.as_str())),
         tls,
     };
+    let body = args.body.clone().unwrap_or_default().into_bytes();
     Ok(Described {
+        body,
         method,
         uri,
         headers,
@@ -154,7 +234,18 @@ fn explain(rt: &Runtime, d: &Described, default_ip: bool) -> String {
                 "forwarded as: {} {}{}\n",
                 d.method, j.site.site.upstream.url, j.path_and_query
             ));
-            out.push_str(&format!("decision: allow ({why})\n"));
+            match login_lines(rt, &j, d) {
+                Ok(Some(lines)) => {
+                    out.push_str(&lines);
+                    out.push_str(&format!(
+                        "decision: login-guarded ({why}; forwarded unless rate-limited or locked)\n"
+                    ));
+                }
+                Ok(None) => out.push_str(&format!("decision: allow ({why})\n")),
+                Err(e) => {
+                    out.push_str(&format!("decision: invalid → HTTP 400 (parameters: {e})\n"));
+                }
+            }
         }
         Err(denial) => {
             out.push_str(&format!(

@@ -19,6 +19,8 @@ pub struct SiteRuntime {
     pub site: Site,
     /// Pooled client toward the site's upstream.
     pub client: UpstreamClient,
+    /// Login rate limiters.
+    pub guard: crate::login::SiteGuard,
 }
 
 /// One config generation.
@@ -47,9 +49,11 @@ impl Runtime {
             let client = UpstreamClient::new(site).map_err(|e| {
                 ConfigError::whole(&config.source, format!("site {:?}: {e}", site.name))
             })?;
+            let guard = crate::login::SiteGuard::new(&site.login);
             sites.push(SiteRuntime {
                 site: site.clone(),
                 client,
+                guard,
             });
         }
         let trusted = TrustedProxies::new(config.trusted_proxies.clone());

@@ -6,9 +6,16 @@
 //!   2 canonicalise      method, request-target form, Host (and SNI agreement), path
 //!   3 site              the canonical host must belong to a site
 //!   4 access            site allow list, then the first matching rule
-//!   5 forward           rewritten headers, canonical path, streamed body → upstream
-//!   6 finish            security headers, request id; audit, metrics, access log
+//!   5 login guard       the app's parameters (body read only where a login may
+//!                       hide in it); per-IP rate, lockout check, pre-counted failure
+//!   6 forward           rewritten headers, canonical path, streamed body → upstream
+//!   7 settle            classify a login answer, uniform failure, device cookie;
+//!                       tracebacks scrubbed from ERPNext errors to anonymous clients
+//!   8 finish            security headers, request id; audit, metrics, access log
 //! ```
+//!
+//! Slots for later layers, in order: API token before the login guard;
+//! step-up and the guest-endpoint policy after it.
 //!
 //! Steps 1–4 are [`judge`], a pure function over the config that `erpguard
 //! explain` calls too. Every refusal is a [`Denial`] turned into a response by
@@ -18,17 +25,21 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 
 use crate::audit::AuditEvent;
-use crate::body::ResponseBody;
+use crate::body::{self, ResponseBody};
 use crate::canon::{self, CanonHost, CanonPath};
 use crate::client_ip::{self, ClientIp};
 use crate::error::{self, Denial};
+use crate::login::{self, GuardCx};
 use crate::policy::{self, Access, Trace};
-use crate::proxy::{self, Forward, headers::ForwardedFacts};
+use crate::profile::{self, Attempt, RequestView};
+use crate::proxy::{self, Forward, Outgoing, headers::ForwardedFacts};
 use crate::runtime::{Runtime, SiteRuntime};
 use crate::server::Shared;
 
@@ -70,6 +81,8 @@ pub struct RequestCx {
     pub client_ip: Option<IpAddr>,
     /// The canonical path (never the query, which may carry credentials).
     pub path: Option<String>,
+    /// The ERP user a login attempt names (case-folded), once known.
+    pub user: Option<String>,
 }
 
 /// Steps 1–4: decides whether a request may be forwarded, without side effects.
@@ -87,13 +100,13 @@ pub fn judge<'rt>(
     check_method(method)?;
     let host = request_host(uri, headers)?;
     trace.note(|| format!("host: {}", host.name));
-    if let Some(sni) = &conn.sni {
-        if !sni.eq_ignore_ascii_case(&host.name) {
-            return Err(Denial::Misdirected {
-                sni: sni.to_string(),
-                host: host.name,
-            });
-        }
+    if let Some(sni) = &conn.sni
+        && !sni.eq_ignore_ascii_case(&host.name)
+    {
+        return Err(Denial::Misdirected {
+            sni: sni.to_string(),
+            host: host.name,
+        });
     }
     let site = rt
         .site_for(&host.name)
@@ -207,13 +220,14 @@ pub async fn handle(
         let d = Denial::BadRequest("absolute-form request target".into());
         return Ok(respond(&shared, &rt, &cx, &method, Err(d), json, started));
     }
-    let result = route(&rt, &conn, &mut cx, req).await;
+    let result = route(&rt, &shared, &conn, &mut cx, req).await;
     Ok(respond(&shared, &rt, &cx, &method, result, json, started))
 }
 
 /// Steps 1–5 for one request.
 async fn route(
     rt: &Runtime,
+    shared: &Shared,
     conn: &ConnInfo,
     cx: &mut RequestCx,
     req: Request<Incoming>,
@@ -227,8 +241,35 @@ async fn route(
         cx,
         &mut Trace::off(),
     )?;
-    // Later layers slot in here, in this order: API token, login guard, step-up,
-    // guest-endpoint policy (see docs/request-flow.md).
+    let site = &judged.site.site;
+    let query = req.uri().query().map(str::to_owned);
+    let mut out = Outgoing::new(req, site.max_body);
+    // [API token: issue 5 slots in here, before the login guard.]
+    // Login guard: read the body only where the app could find a login in it.
+    let attempt = recognise_login(site, &judged, query.as_deref(), &mut out).await?;
+    cx.user = attempt.as_ref().and_then(|a| a.user.clone());
+    let guard = guard_cx(shared, &judged, cx);
+    let admitted = match attempt {
+        Some(attempt) => Some(login::admit(&guard, attempt, &out.parts.headers).await?),
+        None => None,
+    };
+    // [Step-up and the guest-endpoint policy slot in here.]
+    let anonymous = profile::is_anonymous(site.app, &out.parts.headers);
+    let resp = forward(conn, cx, &judged, out).await?;
+    let resp = match admitted {
+        Some(admitted) => settle_login(&guard, site.app, admitted, resp).await?,
+        None => resp,
+    };
+    scrub(site.app, anonymous, resp).await
+}
+
+/// Forwards the judged request (step 5).
+async fn forward(
+    conn: &ConnInfo,
+    cx: &RequestCx,
+    judged: &Judged<'_>,
+    out: Outgoing,
+) -> Result<Response<ResponseBody>, Denial> {
     let host_header = host_header(&judged.host)?;
     let port = judged.host.port.unwrap_or(if conn.tls { 443 } else { 80 });
     let host_str = host_header.to_str().unwrap_or_default().to_owned();
@@ -245,7 +286,167 @@ async fn route(
             request_id: &cx.request_id,
         },
     };
-    proxy::forward(fwd, req).await
+    proxy::forward(fwd, out).await
+}
+
+/// Reads the app's parameters (buffering the body if the profile must see it)
+/// and recognises a credential check.
+async fn recognise_login(
+    site: &crate::config::Site,
+    judged: &Judged<'_>,
+    query: Option<&str>,
+    out: &mut Outgoing,
+) -> Result<Option<Attempt>, Denial> {
+    if !site.login.enabled {
+        return Ok(None);
+    }
+    let view = RequestView {
+        method: &out.parts.method,
+        path: judged.path.decoded(),
+        query,
+        headers: &out.parts.headers,
+    };
+    let body = match profile::needs_body(site.app, &view) {
+        true => buffer_body(out, site.inspect_body_max).await?,
+        false => Bytes::new(),
+    };
+    let view = RequestView {
+        method: &out.parts.method,
+        path: judged.path.decoded(),
+        query,
+        headers: &out.parts.headers,
+    };
+    let bad = |e: crate::params::ParamError| Denial::BadRequest(format!("parameters: {e}"));
+    let params = profile::params(site.app, &view, &body).map_err(bad)?;
+    profile::recognise(site.app, &view, &params).map_err(bad)
+}
+
+/// Reads the whole body (up to `limit`, else 413) and puts the exact bytes back
+/// to be forwarded: what was judged is what is sent.
+async fn buffer_body(out: &mut Outgoing, limit: u64) -> Result<Bytes, Denial> {
+    let declared = out
+        .parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(Denial::BodyTooLarge { limit });
+    }
+    let body = std::mem::replace(&mut out.body, Either::Right(Full::new(Bytes::new())));
+    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
+    let bytes = Limited::new(body, limit_usize)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() || e.to_string().contains("length limit")
+            {
+                Denial::BodyTooLarge { limit }
+            } else {
+                Denial::BadRequest(format!("request body: {e}"))
+            }
+        })?;
+    out.body = Either::Right(Full::new(bytes.clone()));
+    Ok(bytes)
+}
+
+fn guard_cx<'a>(shared: &'a Shared, judged: &'a Judged<'_>, cx: &'a RequestCx) -> GuardCx<'a> {
+    GuardCx {
+        site: &judged.site.site.name,
+        policy: &judged.site.site.login,
+        limits: &judged.site.guard,
+        store: &shared.store,
+        key: &shared.key,
+        audit: &shared.audit,
+        client: judged.client.addr,
+        request_id: &cx.request_id,
+    }
+}
+
+/// Largest upstream answer to a login that is read to classify it.
+const LOGIN_ANSWER_MAX: usize = 256 << 10;
+
+/// Classifies the upstream's answer to a login, settles the counters, and
+/// replaces any failure with the one uniform failure answer.
+async fn settle_login(
+    guard: &GuardCx<'_>,
+    app: crate::config::AppKind,
+    admitted: login::Admitted,
+    resp: Response<ResponseBody>,
+) -> Result<Response<ResponseBody>, Denial> {
+    let status = resp.status();
+    let (parts, body) = resp.into_parts();
+    let (bytes, body) = match profile::response_needs_body(app, &admitted.attempt, status) {
+        true => (read_answer(body).await?, None),
+        false => (None, Some(body)),
+    };
+    let outcome = profile::classify(
+        app,
+        &admitted.attempt,
+        status,
+        &parts.headers,
+        bytes.as_deref().unwrap_or(b""),
+    );
+    let attempt = admitted.attempt.clone();
+    let settled = login::settle(guard, admitted, &outcome).await;
+    if settled.uniform_failure
+        && let Some((status, text)) = profile::uniform_failure(app, &attempt)
+    {
+        return Ok(uniform(status, text));
+    }
+    let body = match (bytes, body) {
+        (Some(b), _) => body::full(b),
+        (None, Some(body)) => body,
+        (None, None) => body::empty(),
+    };
+    let mut resp = Response::from_parts(parts, body);
+    if let Some(cookie) = settled.set_cookie {
+        resp.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    Ok(resp)
+}
+
+/// Reads a login answer whole (bounded): `None` never happens for a readable body.
+async fn read_answer(body: ResponseBody) -> Result<Option<Bytes>, Denial> {
+    match Limited::new(body, LOGIN_ANSWER_MAX).collect().await {
+        Ok(c) => Ok(Some(c.to_bytes())),
+        Err(e) => Err(Denial::UpstreamProtocol(format!("login answer: {e}"))),
+    }
+}
+
+/// The uniform failure: a fresh response, so no upstream header (a rotated
+/// session cookie, a length, a timing header) can tell one failure from another.
+fn uniform(status: http::StatusCode, text: &'static str) -> Response<ResponseBody> {
+    let mut resp = Response::new(body::full(Bytes::from_static(text.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// Removes tracebacks from ERPNext error answers to anonymous clients.
+async fn scrub(
+    app: crate::config::AppKind,
+    anonymous: bool,
+    resp: Response<ResponseBody>,
+) -> Result<Response<ResponseBody>, Denial> {
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !is_json || !profile::scrub_traceback(app, anonymous, resp.status()) {
+        return Ok(resp);
+    }
+    let (mut parts, body) = resp.into_parts();
+    let bytes = read_answer(body).await?.unwrap_or_default();
+    let clean =
+        profile::strip_traceback(&bytes).unwrap_or_else(|| br#"{"message":"error"}"#.to_vec());
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Ok(Response::from_parts(parts, body::full(clean)))
 }
 
 /// The canonical `Host` toward the upstream: lower-case name, the client's port if any.
@@ -314,6 +515,9 @@ fn report_denial(shared: &Shared, rt: &Runtime, cx: &RequestCx, method: &Method,
         }
         if let Some(path) = &cx.path {
             ev = ev.path(path.clone());
+        }
+        if let Some(user) = &cx.user {
+            ev = ev.user(user.clone());
         }
         shared.audit.record(ev);
     }

@@ -65,9 +65,11 @@ pub fn summary(config: &Config, certs: &CertStore) -> String {
     };
     let _ = writeln!(
         out,
-        "state:     {:?} {}",
+        "state:     {:?} {} (key {}, at most {} counters)",
         config.state.backend,
-        config.state.path.display()
+        config.state.path.display(),
+        config.state.key_file.display(),
+        config.state.max_keys
     );
     let _ = writeln!(out, "audit:     {}", config.audit_path.display());
     for site in &config.sites {
@@ -100,6 +102,22 @@ fn site_summary(out: &mut String, site: &Site, certs: &CertStore) {
         "  limits: body {} bytes; upstream connect {:?}, response {:?}",
         site.max_body, t.connect, t.response_header
     );
+    let l = &site.login;
+    if l.enabled {
+        let _ = writeln!(
+            out,
+            "  login: {} per IP; lock after {} failures per (user, IP) or {} per user, within {}; lock {} doubling to {}; device cookie {}",
+            l.per_ip,
+            l.lockout_after,
+            l.user_lockout_after,
+            humantime::format_duration(l.window),
+            humantime::format_duration(l.lockout),
+            humantime::format_duration(l.lockout_max),
+            if l.device_cookie { "on" } else { "off" }
+        );
+    } else {
+        let _ = writeln!(out, "  login: guard off");
+    }
     if site.rules.is_empty() {
         let _ = writeln!(
             out,

@@ -8,5 +8,6 @@ mod support;
 mod bypass;
 mod cli;
 mod client_identity;
+mod login;
 mod proxy;
 mod reload;

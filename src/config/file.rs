@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use toml::Spanned;
 
-use super::values::{Addr, ByteSize, Dur, MethodName};
+use super::values::{Addr, ByteSize, Dur, MethodName, Rate};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,6 +65,8 @@ pub(super) struct RawClientIp {
 pub(super) struct RawState {
     pub(super) backend: Option<Spanned<String>>,
     pub(super) path: Option<PathBuf>,
+    pub(super) key_file: Option<PathBuf>,
+    pub(super) max_keys: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -102,6 +104,8 @@ pub(super) struct RawSite {
     pub(super) tls: Spanned<RawTls>,
     pub(super) allow: Option<Spanned<RawAllow>>,
     pub(super) max_body: Option<ByteSize>,
+    pub(super) inspect_body_max: Option<ByteSize>,
+    pub(super) login: Option<Spanned<RawLogin>>,
     #[serde(default)]
     pub(super) timeouts: RawTimeouts,
     #[serde(default)]
@@ -186,6 +190,23 @@ impl<'de> Deserialize<'de> for RawAllow {
         }
         d.deserialize_any(V)
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLogin {
+    pub(super) enabled: Option<bool>,
+    pub(super) per_ip: Option<Rate>,
+    pub(super) oracle_per_ip: Option<Rate>,
+    pub(super) lockout_after: Option<u32>,
+    pub(super) user_lockout_after: Option<u32>,
+    pub(super) api_lockout_after: Option<u32>,
+    pub(super) window: Option<Dur>,
+    pub(super) lockout: Option<Dur>,
+    pub(super) lockout_max: Option<Dur>,
+    pub(super) lockout_memory: Option<Dur>,
+    pub(super) device_cookie: Option<bool>,
+    pub(super) device_ttl: Option<Dur>,
 }
 
 #[derive(Debug, Default, Deserialize)]

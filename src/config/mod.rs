@@ -84,6 +84,10 @@ pub struct State {
     pub backend: StateBackend,
     /// The SQLite file.
     pub path: PathBuf,
+    /// The gateway's secret key (device cookies; later TOTP secrets), created on first start.
+    pub key_file: PathBuf,
+    /// Most counter and lockout keys kept; the least recently touched unlocked ones go first.
+    pub max_keys: usize,
 }
 
 /// A state backend.
@@ -123,6 +127,11 @@ pub struct Site {
     pub allow: Allow,
     /// Largest request body accepted.
     pub max_body: u64,
+    /// Largest body erpguard buffers to read parameters from (login recognition);
+    /// a bigger form or JSON body that must be read is refused with 413.
+    pub inspect_body_max: u64,
+    /// Login protection.
+    pub login: LoginPolicy,
     /// Upstream timeouts.
     pub timeouts: UpstreamTimeouts,
     /// Response headers the gateway adds.
@@ -192,6 +201,36 @@ impl Allow {
             Allow::Nets(nets) => nets.iter().any(|n| n.contains(&ip)),
         }
     }
+}
+
+/// Login protection for one site (defaults come from the app profile).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginPolicy {
+    /// Whether the login guard runs (off for `generic` sites unless configured).
+    pub enabled: bool,
+    /// Attempts on login endpoints per client IP (IPv6 grouped by /64).
+    pub per_ip: values::Rate,
+    /// Requests to account oracles (password reset, sign-up) per client IP.
+    pub oracle_per_ip: values::Rate,
+    /// Failures per (user, client IP), and per (user, known device), before a lock.
+    pub lockout_after: u32,
+    /// Failures per user from browsers without that user's device cookie before the
+    /// user is locked for every such browser.
+    pub user_lockout_after: u32,
+    /// Failed API credentials per client IP before that IP is locked.
+    pub api_lockout_after: u32,
+    /// Failures older than this no longer count.
+    pub window: Duration,
+    /// First lock length; doubles on each repeat.
+    pub lockout: Duration,
+    /// Longest lock.
+    pub lockout_max: Duration,
+    /// How long past locks are remembered for doubling.
+    pub lockout_memory: Duration,
+    /// Whether a successful login gets a device cookie (OWASP "device cookies").
+    pub device_cookie: bool,
+    /// How long a device cookie is valid.
+    pub device_ttl: Duration,
 }
 
 /// Timeouts toward the upstream.

@@ -10,12 +10,13 @@ use http::{HeaderName, HeaderValue};
 use toml::Spanned;
 
 use super::file::{
-    RawAllow, RawConfig, RawHeaders, RawLimits, RawListen, RawLog, RawRule, RawSite, RawState,
-    RawTimeouts, RawTls, RuleAction,
+    AppKind, RawAllow, RawConfig, RawHeaders, RawLimits, RawListen, RawLog, RawLogin, RawRule,
+    RawSite, RawState, RawTimeouts, RawTls, RuleAction,
 };
+use super::values::Rate;
 use super::{
-    Allow, Config, ConfigError, Limits, Listen, Log, LogFormat, Pos, Rule, SecurityHeaders, Site,
-    SiteTls, State, StateBackend, Upstream, UpstreamTimeouts,
+    Allow, Config, ConfigError, Limits, Listen, Log, LogFormat, LoginPolicy, Pos, Rule,
+    SecurityHeaders, Site, SiteTls, State, StateBackend, Upstream, UpstreamTimeouts,
 };
 use crate::policy::glob::Glob;
 use crate::tls::CertSource;
@@ -23,6 +24,7 @@ use crate::tls::CertSource;
 /// Where self-signed certificates are kept (relative to the working directory).
 pub(super) const SELF_SIGNED_DIR: &str = "certs";
 const DEFAULT_MAX_BODY: u64 = 25 << 20;
+const DEFAULT_INSPECT_MAX: u64 = 10 << 20;
 
 /// Checks one file's worth of raw config.
 pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigError> {
@@ -114,7 +116,16 @@ fn state(cx: &Cx<'_>, raw: RawState) -> Result<State, ConfigError> {
     let path = raw
         .path
         .unwrap_or_else(|| PathBuf::from("data/erpguard.db"));
-    Ok(State { backend, path })
+    let key_file = raw
+        .key_file
+        .unwrap_or_else(|| PathBuf::from("data/erpguard.key"));
+    let max_keys = raw.max_keys.unwrap_or(100_000).max(1_000);
+    Ok(State {
+        backend,
+        path,
+        key_file,
+        max_keys,
+    })
 }
 
 fn log(cx: &Cx<'_>, raw: RawLog) -> Result<Log, ConfigError> {
@@ -189,6 +200,8 @@ fn site(cx: &Cx<'_>, span: Range<usize>, raw: RawSite) -> Result<Site, ConfigErr
         tls: tls(cx, &name, raw.tls)?,
         allow,
         max_body: raw.max_body.map_or(DEFAULT_MAX_BODY, |b| b.0),
+        inspect_body_max: raw.inspect_body_max.map_or(DEFAULT_INSPECT_MAX, |b| b.0),
+        login: login(cx, &name, app, raw.login)?,
         timeouts: timeouts(&raw.timeouts),
         headers: security_headers(cx, raw.headers)?,
         rules: rules(cx, raw.rules)?,
@@ -316,6 +329,60 @@ fn allow(
             .err(span, format!("invalid allow value {s:?}"))
             .hint("write a list of CIDRs, e.g. allow = [\"10.0.0.0/8\"], or allow = \"off\"")),
     }
+}
+
+/// The login policy: the profile's defaults, overridden key by key.
+fn login(
+    cx: &Cx<'_>,
+    site: &str,
+    app: AppKind,
+    raw: Option<Spanned<RawLogin>>,
+) -> Result<LoginPolicy, ConfigError> {
+    let span = raw.as_ref().map(Spanned::span);
+    let raw = raw.map(Spanned::into_inner).unwrap_or_default();
+    let enabled = raw.enabled.unwrap_or(app != AppKind::Generic);
+    if enabled && app == AppKind::Generic {
+        return Err(cx
+            .err(
+                span.unwrap_or(0..0),
+                format!("site {site:?}: a generic site has no known login surface to guard"),
+            )
+            .hint(
+                "use app = \"erpnext\" or \"akaunting\", or leave [site.login] enabled = false",
+            ));
+    }
+    let d = |v: Option<super::values::Dur>, secs: u64| v.map_or(Duration::from_secs(secs), |d| d.0);
+    let rate = |v: Option<Rate>, n: u32| {
+        v.unwrap_or(Rate {
+            count: std::num::NonZeroU32::new(n).unwrap_or(std::num::NonZeroU32::MIN),
+            per: Duration::from_secs(60),
+        })
+    };
+    let policy = LoginPolicy {
+        enabled,
+        per_ip: rate(raw.per_ip, 20),
+        oracle_per_ip: rate(raw.oracle_per_ip, 5),
+        lockout_after: raw.lockout_after.unwrap_or(5).max(1),
+        // Frappe locks a user itself after 10 consecutive failures (500, for
+        // everyone, device or not): erpguard's user lock must come first.
+        user_lockout_after: raw
+            .user_lockout_after
+            .unwrap_or(if app == AppKind::Erpnext { 8 } else { 15 })
+            .max(1),
+        api_lockout_after: raw.api_lockout_after.unwrap_or(10).max(1),
+        window: d(raw.window, 15 * 60),
+        lockout: d(raw.lockout, 15 * 60),
+        lockout_max: d(raw.lockout_max, 24 * 3600),
+        lockout_memory: d(raw.lockout_memory, 24 * 3600),
+        device_cookie: raw.device_cookie.unwrap_or(true),
+        device_ttl: d(raw.device_ttl, 180 * 86_400),
+    };
+    if policy.lockout_max < policy.lockout {
+        return Err(cx
+            .err(span.unwrap_or(0..0), format!("site {site:?}: lockout_max is shorter than lockout"))
+            .hint("lockout is the first lock length; lockout_max caps its doubling, e.g. lockout = \"15m\", lockout_max = \"24h\""));
+    }
+    Ok(policy)
 }
 
 fn timeouts(raw: &RawTimeouts) -> UpstreamTimeouts {

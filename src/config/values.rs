@@ -67,6 +67,51 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(hint)
 }
 
+/// A rate such as `"20/min"`, `"5/s"`, `"100/hour"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// How many.
+    pub count: std::num::NonZeroU32,
+    /// Per how long.
+    pub per: Duration,
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.count, humantime::format_duration(self.per))
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_rate(&s).map_err(de::Error::custom)
+    }
+}
+
+/// Parses `N/unit` with unit s, sec, second, m, min, minute, h, hour, d, day.
+pub fn parse_rate(s: &str) -> Result<Rate, String> {
+    let hint = || {
+        format!(
+            "invalid rate {s:?}; write a count per unit, e.g. \"20/min\", \"5/s\", \"100/hour\""
+        )
+    };
+    let (n, unit) = s.trim().split_once('/').ok_or_else(hint)?;
+    let count: u32 = n.trim().parse().map_err(|_| hint())?;
+    let count = std::num::NonZeroU32::new(count).ok_or_else(hint)?;
+    let secs = match unit.trim() {
+        "s" | "sec" | "second" => 1,
+        "m" | "min" | "minute" => 60,
+        "h" | "hour" => 3600,
+        "d" | "day" => 86_400,
+        _ => return Err(hint()),
+    };
+    Ok(Rate {
+        count,
+        per: Duration::from_secs(secs),
+    })
+}
+
 /// Parses a network; a bare address becomes a /32 or /128. Host bits must be zero,
 /// because `10.1.2.3/8` is almost always a typo for something narrower.
 pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
@@ -148,6 +193,15 @@ mod tests {
         assert!(err.contains("10.0.0.0/8"), "{err}");
         assert!(parse_cidr("10.0.0.0/33").is_err());
         assert!(parse_cidr("ten").is_err());
+    }
+
+    #[test]
+    fn rates_parse() {
+        let r = parse_rate("20/min").unwrap();
+        assert_eq!((r.count.get(), r.per), (20, Duration::from_secs(60)));
+        assert!(parse_rate("0/min").is_err());
+        assert!(parse_rate("20 per minute").is_err());
+        assert!(parse_rate("5/fortnight").is_err());
     }
 
     #[test]

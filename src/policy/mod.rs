@@ -83,18 +83,16 @@ pub fn check_access(
         return Ok(Access::NoRule);
     };
     trace.note(|| format!("rules: {} matches {method} {path}", rule.name));
-    if let Some(nets) = &rule.allow {
-        if !nets.iter().any(|net| net.contains(&client)) {
-            trace.note(|| {
-                format!(
-                    "  its allow list {} does not contain {client} → deny",
-                    crate::config::Allow::Nets(nets.clone())
-                )
-            });
-            return Err(Denial::RuleAllowlist {
-                rule: rule.name.clone(),
-            });
-        }
+    if let Some(nets) = &rule.allow
+        && !nets.iter().any(|net| net.contains(&client))
+    {
+        trace.note(|| {
+            let list = crate::config::Allow::Nets(nets.clone());
+            format!("  its allow list {list} does not contain {client} → deny")
+        });
+        return Err(Denial::RuleAllowlist {
+            rule: rule.name.clone(),
+        });
     }
     match rule.action {
         RuleAction::Deny => {

@@ -70,17 +70,46 @@ pub struct Forward<'a> {
     pub facts: ForwardedFacts<'a>,
 }
 
-/// Sends `req` to the upstream and returns its answer.
-pub async fn forward(
-    fwd: Forward<'_>,
-    mut req: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Denial> {
-    let upgrade = match req.version() {
-        Version::HTTP_11 => headers::websocket_upgrade(req.headers()),
-        _ => None,
+/// A request taken apart for forwarding: its head, the body to send, and the
+/// pending client side of a WebSocket upgrade.
+pub struct Outgoing {
+    /// Method, headers, extensions; the URI and version are rewritten here.
+    pub parts: http::request::Parts,
+    /// The streamed or already-buffered body.
+    pub body: RequestBody,
+    /// The `Upgrade` value and the client's pending upgrade, for WebSocket.
+    pub upgrade: Option<(HeaderValue, hyper::upgrade::OnUpgrade)>,
+}
+
+impl Outgoing {
+    /// Splits a client request; the body streams under the site's size limit.
+    pub fn new(mut req: Request<Incoming>, max_body: u64) -> Outgoing {
+        let upgrade = match req.version() {
+            Version::HTTP_11 => headers::websocket_upgrade(req.headers()),
+            _ => None,
+        };
+        let upgrade = upgrade.map(|value| (value, hyper::upgrade::on(&mut req)));
+        let (parts, body) = req.into_parts();
+        let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
+        Outgoing {
+            parts,
+            body: Either::Left(Limited::new(body, limit)),
+            upgrade,
+        }
+    }
+}
+
+/// Sends the request to the upstream and returns its answer.
+pub async fn forward(fwd: Forward<'_>, out: Outgoing) -> Result<Response<ResponseBody>, Denial> {
+    let Outgoing {
+        mut parts,
+        body,
+        upgrade,
+    } = out;
+    let (upgrade, client_upgrade) = match upgrade {
+        Some((value, on)) => (Some(value), Some(on)),
+        None => (None, None),
     };
-    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
     check_declared_length(&parts.headers, fwd.site.max_body)?;
     join_cookies(&mut parts.headers);
     headers::prepare_request(&mut parts.headers, &fwd.facts, upgrade.as_ref());
@@ -94,9 +123,7 @@ pub async fn forward(
         .uri_for(fwd.path_and_query)
         .map_err(|e| Denial::BadRequest(format!("cannot build upstream URI: {e}")))?;
     parts.version = Version::HTTP_11;
-    let limit = usize::try_from(fwd.site.max_body).unwrap_or(usize::MAX);
-    let out = Request::from_parts(parts, Either::Left(Limited::new(body, limit)));
-    let resp = send(fwd.client, fwd.site, out).await?;
+    let resp = send(fwd.client, fwd.site, Request::from_parts(parts, body)).await?;
     Ok(finish_response(resp, upgrade.as_ref(), client_upgrade))
 }
 

@@ -18,9 +18,12 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
 use crate::audit::{AuditEvent, AuditLog};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, StateBackend};
+use crate::keys::SecretKey;
 use crate::metrics::Metrics;
 use crate::runtime::{self, Runtime};
+use crate::store::StateStore;
+use crate::store::sqlite::SqliteStore;
 use crate::tls::{self, Mode, SniResolver};
 
 use conn::Listener;
@@ -35,6 +38,10 @@ pub struct Shared {
     pub audit: AuditLog,
     /// Metrics.
     pub metrics: Metrics,
+    /// Durable state: login counters and lockouts.
+    pub store: Arc<dyn StateStore>,
+    /// The gateway's secret key.
+    pub key: SecretKey,
     /// The config file being served (and watched).
     pub config_path: PathBuf,
     /// The port the HTTPS listener actually bound (config may say 0).
@@ -70,6 +77,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             config.audit_path.display()
         ))
     })?;
+    let store = open_store(&config.state)?;
+    let key = SecretKey::load_or_create(&config.state.key_file)
+        .map_err(|e| RunError::Startup(e.to_string()))?;
     let resolver = SniResolver::new(certs);
     let tls_config =
         tls::server_config(resolver.clone()).map_err(|e| RunError::Startup(e.to_string()))?;
@@ -83,6 +93,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         resolver,
         audit,
         metrics,
+        store,
+        key,
         config_path,
         https_port: std::sync::OnceLock::new(),
         generation: AtomicU64::new(1),
@@ -90,6 +102,40 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     });
     let listeners = bind_all(&listen).await?;
     serve(shared, listeners, tls_config).await
+}
+
+/// Opens the configured state backend.
+pub fn open_store(state: &crate::config::State) -> Result<Arc<dyn StateStore>, RunError> {
+    match state.backend {
+        StateBackend::Sqlite => SqliteStore::open(&state.path, state.max_keys)
+            .map(|s| Arc::new(s) as Arc<dyn StateStore>)
+            .map_err(|e| {
+                RunError::Startup(format!(
+                    "cannot open the state store {}: {e}",
+                    state.path.display()
+                ))
+            }),
+    }
+}
+
+/// Every minute: expire old counters and lockouts, trim idle rate-limit state.
+async fn sweep(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let store = shared.store.clone();
+        match tokio::task::spawn_blocking(move || store.sweep(std::time::SystemTime::now())).await {
+            Ok(Ok(n)) if n > 0 => tracing::debug!(rows = n, "expired state swept"),
+            Ok(Err(e)) => tracing::error!(error = %e, "state sweep failed"),
+            _ => {}
+        }
+        for site in &shared.runtime.load().sites {
+            site.guard.trim();
+        }
+    }
 }
 
 /// The bound listeners.
@@ -137,6 +183,7 @@ async fn serve(
         .map_err(|e| RunError::Startup(e.to_string()))?;
     let _ = shared.https_port.set(https_addr.port());
     let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(sweep(shared.clone(), stop_rx.clone()));
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(crate::reload::watch(
         shared.clone(),

@@ -4,6 +4,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod akaunting;
+pub mod erpnext;
 pub mod upstream;
 
 use std::io::{BufRead, BufReader};
@@ -215,6 +217,12 @@ impl Gateway {
             assert!(Instant::now() < end, "erpguard did not stop after SIGTERM");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Stops the gateway and hands back its directory (state, audit, certs) for a restart.
+    pub fn stop_keeping_dir(mut self) -> (std::process::ExitStatus, tempfile::TempDir) {
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (self.stop(), dir)
     }
 
     /// A TLS connection from `127.0.0.1` with this SNI and ALPN.

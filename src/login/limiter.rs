@@ -1,0 +1,97 @@
+//! Per-client-IP rate limits on login endpoints (governor's GCRA, keyed).
+//! IPv6 clients are grouped by /64: one host usually owns a whole /64, so a
+//! per-address limit would be free to dodge.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::config::values::Rate;
+
+/// The key a client is limited by: an IPv4 address, or an IPv6 /64.
+pub fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+    }
+}
+
+/// A keyed limiter for one rate.
+pub struct IpLimiter {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    clock: DefaultClock,
+}
+
+impl IpLimiter {
+    /// `rate.count` per `rate.per`, with a burst of `rate.count`.
+    pub fn new(rate: Rate) -> Self {
+        let period = rate.per / rate.count.get();
+        let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(rate.count);
+        IpLimiter {
+            limiter: RateLimiter::keyed(quota),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// Takes one cell for `ip`; `Err(wait)` says how long until the next one.
+    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+        self.limiter
+            .check_key(&ip_key(ip))
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+
+    /// Drops state for clients that are back to a full bucket (bounded memory under a spray).
+    pub fn trim(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+
+    /// How many clients are tracked.
+    pub fn len(&self) -> usize {
+        self.limiter.len()
+    }
+
+    /// Whether no client is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.limiter.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_share_their_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(ip_key(a), ip_key(b));
+        assert_ne!(ip_key(a), ip_key(c));
+    }
+
+    #[test]
+    fn the_burst_is_the_count_then_it_waits() {
+        let rate = crate::config::values::parse_rate("3/min").unwrap();
+        let l = IpLimiter::new(rate);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!((0..3).all(|_| l.check(ip).is_ok()));
+        let wait = l.check(ip).unwrap_err();
+        assert!(
+            wait > Duration::from_secs(1) && wait <= Duration::from_secs(20),
+            "{wait:?}"
+        );
+        assert!(
+            l.check("192.0.2.2".parse().unwrap()).is_ok(),
+            "other clients are unaffected"
+        );
+    }
+}
