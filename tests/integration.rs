@@ -11,3 +11,4 @@ mod client_identity;
 mod login;
 mod proxy;
 mod reload;
+mod spray;

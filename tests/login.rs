@@ -529,3 +529,118 @@ Cookie: akaunting_session={session}\r\nX-Requested-With: XMLHttpRequest\r\nConte
         assert_eq!(r.status, 429);
     }
 }
+
+mod operator {
+    use super::*;
+    use crate::support::bin;
+    use crate::support::erpnext::Emulator;
+    use std::process::Command;
+
+    fn cli(gw: &Gateway, args: &[&str]) -> (i32, String) {
+        let out = Command::new(bin())
+            .args(args)
+            .arg("--config")
+            .arg(&gw.config)
+            .current_dir(gw.dir.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code().unwrap_or(-1), text)
+    }
+
+    #[tokio::test]
+    async fn explain_shows_a_login_as_login_guarded_with_its_counters() {
+        let emu = Emulator::start().await;
+        let gw = start("erpnext", &emu.url(), POLICY);
+        let (code, out) = cli(
+            &gw,
+            &[
+                "explain",
+                "POST",
+                "https://erp.test/api/method/ping",
+                "--ip",
+                "192.0.2.10",
+                "-H",
+                "Content-Type: application/x-www-form-urlencoded",
+                "--body",
+                "cmd=login&usr=Alice@Example.com&pwd=x",
+            ],
+        );
+        assert_eq!(code, 0, "{out}");
+        assert!(
+            out.contains("login guard: Password attempt via cmd=login for alice@example.com"),
+            "{out}"
+        );
+        assert!(
+            out.contains("counter User \"alice@example.com\": locked after 8 failures"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "counter UserIp \"alice@example.com|192.0.2.10\": locked after 5 failures"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("decision: login-guarded"), "{out}");
+        assert!(
+            !out.contains("pwd=x") && !out.contains("\"x\""),
+            "explain must not echo the password: {out}"
+        );
+        let (_, out) = cli(
+            &gw,
+            &[
+                "explain",
+                "GET",
+                "https://erp.test/app/sales-invoice",
+                "--ip",
+                "192.0.2.10",
+            ],
+        );
+        assert!(out.contains("decision: allow"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn lockout_list_and_clear_work_on_a_running_gateway() {
+        let emu = Emulator::start().await;
+        let gw = start("erpnext", &emu.url(), POLICY);
+        for _ in 0..6 {
+            gw.raw("erp.test", &erp_login("alice@example.com", "wrong"))
+                .await;
+        }
+        assert_eq!(
+            gw.raw("erp.test", &erp_login("alice@example.com", "alice-pass"))
+                .await
+                .status,
+            429
+        );
+        let (code, out) = cli(&gw, &["lockout", "list"]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("alice@example.com|127.0.0.1"), "{out}");
+        let (code, out) = cli(
+            &gw,
+            &[
+                "lockout",
+                "clear",
+                "--site",
+                "erp",
+                "--user",
+                "ALICE@example.com",
+            ],
+        );
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("cleared"), "{out}");
+        let r = gw
+            .raw("erp.test", &erp_login("alice@example.com", "alice-pass"))
+            .await;
+        assert_eq!(
+            r.status, 200,
+            "the running gateway sees the cleared lock at once: {}",
+            r.body
+        );
+        let (code, _) = cli(&gw, &["lockout", "clear", "--site", "nope", "--user", "x"]);
+        assert_eq!(code, 64);
+        let (_, out) = cli(&gw, &["lockout", "list"]);
+        assert!(out.contains("no active lockouts"), "{out}");
+    }
+}

@@ -191,14 +191,10 @@ async fn precount(cx: &GuardCx<'_>, admitted: &Admitted) -> Result<(), Denial> {
             )
         })
         .collect();
-    let results = tokio::task::spawn_blocking(move || {
-        keys.iter()
-            .map(|(k, p)| store.add_failure(k, now, p))
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .await
-    .map_err(|e| Denial::StoreUnavailable(e.to_string()))?
-    .map_err(|e| Denial::StoreUnavailable(e.to_string()))?;
+    let results = tokio::task::spawn_blocking(move || store.add_failures(&keys, now))
+        .await
+        .map_err(|e| Denial::StoreUnavailable(e.to_string()))?
+        .map_err(|e| Denial::StoreUnavailable(e.to_string()))?;
     let mut refused = None;
     for ((key, _), counter) in admitted.keys.iter().zip(results) {
         if let Some(lock) = counter.lock {
@@ -335,9 +331,13 @@ async fn count_failure(cx: &GuardCx<'_>, admitted: &Admitted) {
     let store = cx.store.clone();
     let keys = admitted.keys.clone();
     let done = tokio::task::spawn_blocking(move || {
-        keys.iter()
-            .map(|(k, p)| store.add_failure(k, now, p).map(|c| (k.clone(), c)))
-            .collect::<Result<Vec<_>, _>>()
+        let counters = store.add_failures(&keys, now)?;
+        Ok::<_, crate::store::StoreError>(
+            keys.into_iter()
+                .map(|(k, _)| k)
+                .zip(counters)
+                .collect::<Vec<_>>(),
+        )
     })
     .await;
     match done {

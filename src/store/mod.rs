@@ -366,6 +366,19 @@ pub trait StateStore: Send + Sync + 'static {
         policy: &LockPolicy,
     ) -> Result<Counter, StoreError>;
 
+    /// Counts one failure for each key, all in one atomic step; the counters
+    /// come back in the same order. The default calls [`StateStore::add_failure`]
+    /// per key; backends with transactions do better.
+    fn add_failures(
+        &self,
+        keys: &[(Key, LockPolicy)],
+        now: SystemTime,
+    ) -> Result<Vec<Counter>, StoreError> {
+        keys.iter()
+            .map(|(k, p)| self.add_failure(k, now, p))
+            .collect()
+    }
+
     /// The lock in force for `key` at `now`, if any.
     fn lock(&self, key: &Key, now: SystemTime) -> Result<Option<Lock>, StoreError>;
 

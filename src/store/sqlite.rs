@@ -498,6 +498,37 @@ impl LockRow {
     }
 }
 
+/// Counts one failure for `key` inside `tx`. While a lock is in force nothing
+/// is counted (the caller does not forward the attempt).
+fn count_one(
+    tx: &rusqlite::Transaction<'_>,
+    key: &Key,
+    now: i64,
+    policy: &LockPolicy,
+    max_keys: usize,
+    lock_evictions: &mut Burst,
+) -> Result<Counter, StoreError> {
+    let found = load(tx, key)?;
+    let mut rec = found.map(|(_, rec)| rec).unwrap_or_default();
+    if let Some(lock) = rec.active_lock(now)? {
+        return Ok(Counter {
+            failures: rec.failures,
+            lock: Some(lock),
+            tripped: false,
+        });
+    }
+    let counter = rec.count_failure(now, policy)?;
+    let expires = rec.expires(policy);
+    match found.map(|(id, _)| id) {
+        Some(id) => update(tx, id, &rec, now, expires)?,
+        None => {
+            make_room(tx, now, max_keys, lock_evictions)?;
+            insert(tx, key, &rec, now, expires)?;
+        }
+    }
+    Ok(counter)
+}
+
 impl StateStore for SqliteStore {
     fn add_failure(
         &self,
@@ -505,36 +536,40 @@ impl StateStore for SqliteStore {
         now: SystemTime,
         policy: &LockPolicy,
     ) -> Result<Counter, StoreError> {
-        key.check()?;
+        let mut counters = self.add_failures(&[(key.clone(), *policy)], now)?;
+        counters
+            .pop()
+            .ok_or_else(|| StoreError::Backend("no counter returned".into()))
+    }
+
+    fn add_failures(
+        &self,
+        keys: &[(Key, LockPolicy)],
+        now: SystemTime,
+    ) -> Result<Vec<Counter>, StoreError> {
+        keys.iter().try_for_each(|(k, _)| k.check())?;
         let now = to_ms(now)?;
         let mut guard = self.inner();
         let Inner {
             conn,
             lock_evictions,
         } = &mut *guard;
+        // One transaction for all of an attempt's counters: atomic together,
+        // and one commit instead of one per counter.
         let tx = immediate(conn)?;
-        let found = load(&tx, key)?;
-        let mut rec = found.map(|(_, rec)| rec).unwrap_or_default();
-        if let Some(lock) = rec.active_lock(now)? {
-            // Nothing is counted while locked; the caller does not forward
-            // the attempt. Dropping `tx` ends the read-only transaction.
-            return Ok(Counter {
-                failures: rec.failures,
-                lock: Some(lock),
-                tripped: false,
-            });
-        }
-        let counter = rec.count_failure(now, policy)?;
-        let expires = rec.expires(policy);
-        match found {
-            Some((id, _)) => update(&tx, id, &rec, now, expires)?,
-            None => {
-                make_room(&tx, now, self.max_keys, lock_evictions)?;
-                insert(&tx, key, &rec, now, expires)?;
-            }
+        let mut counters = Vec::with_capacity(keys.len());
+        for (key, policy) in keys {
+            counters.push(count_one(
+                &tx,
+                key,
+                now,
+                policy,
+                self.max_keys,
+                lock_evictions,
+            )?);
         }
         tx.commit().or_store()?;
-        Ok(counter)
+        Ok(counters)
     }
 
     fn lock(&self, key: &Key, now: SystemTime) -> Result<Option<Lock>, StoreError> {
