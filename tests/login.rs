@@ -385,6 +385,78 @@ mod erpnext {
     }
 
     #[tokio::test]
+    async fn account_oracles_are_rate_limited() {
+        let emu = Emulator::start().await;
+        let gw = start(
+            "erpnext",
+            &emu.url(),
+            "[site.login]\noracle_per_ip = \"3/min\"\n",
+        );
+        let reset = form(
+            "POST",
+            "/api/method/frappe.core.doctype.user.user.reset_password",
+            "user=someone@example.com",
+            "",
+        );
+        for _ in 0..3 {
+            assert_ne!(gw.raw("erp.test", &reset).await.status, 429);
+        }
+        let r = gw.raw("erp.test", &reset).await;
+        assert_eq!(
+            r.status, 429,
+            "the fourth probe of the enumeration oracle is refused"
+        );
+        assert!(r.header("retry-after").is_some());
+        let via_cmd = form(
+            "POST",
+            "/",
+            "cmd=frappe.core.doctype.user.user.reset_password&user=x@example.com",
+            "",
+        );
+        assert_eq!(
+            gw.raw("erp.test", &via_cmd).await.status,
+            429,
+            "cmd on another path is the same oracle"
+        );
+    }
+
+    #[tokio::test]
+    async fn second_factor_and_expired_password_answers_pass_through() {
+        let emu = Emulator::start().await;
+        let gw = start("erpnext", &emu.url(), POLICY);
+        let otp = gw
+            .raw("erp.test", &erp_login("otp@example.com", "otp-pass"))
+            .await;
+        assert_eq!(otp.status, 200);
+        assert!(otp.body.contains("tmp_id"), "{}", otp.body);
+        let expired = gw
+            .raw(
+                "erp.test",
+                &erp_login("expired@example.com", "expired-pass"),
+            )
+            .await;
+        assert_eq!(expired.status, 200);
+        assert!(expired.body.contains("Password Reset"), "{}", expired.body);
+        assert!(
+            !otp.head.contains("erpguard_device") && !expired.head.contains("erpguard_device"),
+            "no device cookie before a real login"
+        );
+        let audit = gw.audit_lines();
+        assert!(
+            audit
+                .iter()
+                .any(|l| l["event"] == "login_second_factor_pending"
+                    && l["user"] == "otp@example.com")
+        );
+        assert!(
+            audit
+                .iter()
+                .any(|l| l["event"] == "login_password_expired"
+                    && l["user"] == "expired@example.com")
+        );
+    }
+
+    #[tokio::test]
     async fn tracebacks_are_scrubbed_for_anonymous_clients() {
         let emu = Emulator::start().await;
         let gw = start("erpnext", &emu.url(), POLICY);

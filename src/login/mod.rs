@@ -370,3 +370,85 @@ fn audit_outcome(cx: &GuardCx<'_>, admitted: &Admitted, outcome: &Outcome, event
     }
     cx.audit.record(ev);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Counter, Lock, StoreError};
+
+    /// A store whose every call fails, as an unreachable backend would.
+    struct Down;
+
+    impl StateStore for Down {
+        fn add_failure(
+            &self,
+            _: &Key,
+            _: SystemTime,
+            _: &LockPolicy,
+        ) -> Result<Counter, StoreError> {
+            Err(StoreError::Backend("down".into()))
+        }
+        fn lock(&self, _: &Key, _: SystemTime) -> Result<Option<Lock>, StoreError> {
+            Err(StoreError::Backend("down".into()))
+        }
+        fn reset(&self, _: &Key) -> Result<(), StoreError> {
+            Err(StoreError::Backend("down".into()))
+        }
+        fn locks(
+            &self,
+            _: Option<&str>,
+            _: SystemTime,
+            _: usize,
+        ) -> Result<Vec<(Key, Lock)>, StoreError> {
+            Err(StoreError::Backend("down".into()))
+        }
+        fn clear(&self, _: &str, _: Option<&str>, _: Option<&str>) -> Result<usize, StoreError> {
+            Err(StoreError::Backend("down".into()))
+        }
+        fn sweep(&self, _: SystemTime) -> Result<usize, StoreError> {
+            Err(StoreError::Backend("down".into()))
+        }
+        fn ping(&self) -> Result<(), StoreError> {
+            Err(StoreError::Backend("down".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_store_refuses_logins_with_503() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SecretKey::load_or_create(&dir.path().join("k")).unwrap();
+        let audit = AuditLog::open(&dir.path().join("audit.jsonl")).unwrap();
+        let config = crate::config::parse(
+            std::path::Path::new("t.toml"),
+            "[listen]\nhttps = \"127.0.0.1:0\"\n[[site]]\nname = \"erp\"\nhosts = [\"erp.test\"]\napp = \"erpnext\"\n\
+upstream = \"http://127.0.0.1:1\"\ntls = \"self-signed\"\nallow = \"off\"\n",
+        )
+        .unwrap();
+        let policy = &config.sites[0].login;
+        let limits = SiteGuard::new(policy);
+        let store: Arc<dyn StateStore> = Arc::new(Down);
+        let cx = GuardCx {
+            site: "erp",
+            policy,
+            limits: &limits,
+            store: &store,
+            key: &key,
+            audit: &audit,
+            client: "192.0.2.1".parse().unwrap(),
+            request_id: "r1",
+        };
+        for kind in [AttemptKind::Password, AttemptKind::ApiCredential] {
+            let attempt = Attempt {
+                kind,
+                user: Some("alice".into()),
+                endpoint: "test".into(),
+            };
+            let denial = admit(&cx, attempt, &HeaderMap::new()).await.unwrap_err();
+            assert_eq!(
+                denial.status(),
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "{kind:?}"
+            );
+        }
+    }
+}

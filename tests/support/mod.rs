@@ -7,6 +7,7 @@
 pub mod akaunting;
 pub mod erpnext;
 pub mod upstream;
+pub mod wire;
 
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
