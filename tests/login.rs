@@ -482,8 +482,20 @@ mod akaunting {
     /// A browser's login: fetch the form (session cookie and CSRF token), then
     /// post it as multipart, the way Akaunting's own front end does.
     async fn login(gw: &Gateway, email: &str, password: &str) -> RawResponse {
+        login_from(gw, ip("127.0.0.1"), email, password, "").await
+    }
+
+    /// The same, from a chosen source address and with extra request headers.
+    async fn login_from(
+        gw: &Gateway,
+        src: IpAddr,
+        email: &str,
+        password: &str,
+        extra: &str,
+    ) -> RawResponse {
         let page = gw
-            .raw(
+            .raw_from(
+                src,
                 "erp.test",
                 "GET /auth/login HTTP/1.1\r\nHost: erp.test\r\nConnection: close\r\n\r\n",
             )
@@ -502,11 +514,21 @@ mod akaunting {
             .nth(1)
             .and_then(|r| r.split('"').next())
             .expect("token");
-        gw.raw("erp.test", &login_request(&session, token, email, password))
-            .await
+        gw.raw_from(
+            src,
+            "erp.test",
+            &login_request(&session, token, email, password, extra),
+        )
+        .await
     }
 
-    fn login_request(session: &str, token: &str, email: &str, password: &str) -> String {
+    fn login_request(
+        session: &str,
+        token: &str,
+        email: &str,
+        password: &str,
+        extra: &str,
+    ) -> String {
         let boundary = "----erpguardtest";
         let part = |name: &str, value: &str| {
             format!(
@@ -524,7 +546,7 @@ mod akaunting {
             + &format!("--{boundary}--\r\n");
         format!(
             "POST /auth/login HTTP/1.1\r\nHost: erp.test\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n\
-Cookie: akaunting_session={session}\r\nX-Requested-With: XMLHttpRequest\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+Cookie: akaunting_session={session}\r\nX-Requested-With: XMLHttpRequest\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )
     }
@@ -583,6 +605,110 @@ Cookie: akaunting_session={session}\r\nX-Requested-With: XMLHttpRequest\r\nConte
         let ok = login(&gw, "admin@company.com", "admin-pass").await;
         assert!(ok.body.contains("\"success\":true"), "{}", ok.body);
         assert!(ok.head.contains("__Host-erpguard_device="));
+    }
+
+    #[tokio::test]
+    async fn the_lockout_survives_a_restart() {
+        let emu = Emulator::start().await;
+        let gw = start("akaunting", &emu.url(), POLICY);
+        for _ in 0..6 {
+            login(&gw, "admin@company.com", "wrong").await;
+        }
+        let (ca, config) = (gw.ca.clone(), std::fs::read_to_string(&gw.config).unwrap());
+        let (status, dir) = tokio::task::spawn_blocking(move || gw.stop_keeping_dir())
+            .await
+            .unwrap();
+        assert!(status.success());
+        let gw = Gateway::start(ca, dir, &config);
+        assert_eq!(
+            login(&gw, "admin@company.com", "admin-pass").await.status,
+            429
+        );
+        assert_eq!(emu.login_attempts().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn spoofed_forwarded_for_neither_dodges_the_rate_nor_locks_another_ip() {
+        let emu = Emulator::start().await;
+        let gw = start(
+            "akaunting",
+            &emu.url(),
+            "[site.login]\nper_ip = \"5/min\"\n",
+        );
+        for i in 0..5 {
+            let xff =
+                format!("X-Forwarded-For: 203.0.113.{i}\r\nCF-Connecting-IP: 203.0.113.{i}\r\n");
+            assert_eq!(
+                login_from(&gw, ip("127.0.0.1"), "admin@company.com", "x", &xff)
+                    .await
+                    .status,
+                200
+            );
+        }
+        let sixth = login_from(
+            &gw,
+            ip("127.0.0.1"),
+            "admin@company.com",
+            "x",
+            "X-Forwarded-For: 127.0.0.9\r\n",
+        )
+        .await;
+        assert_eq!(
+            sixth.status, 429,
+            "rotating X-Forwarded-For must not dodge the per-IP rate"
+        );
+        let victim = login_from(&gw, ip("127.0.0.9"), "admin@company.com", "admin-pass", "").await;
+        assert!(
+            victim.body.contains("\"success\":true"),
+            "the address the attacker named is unaffected: {}",
+            victim.body
+        );
+        // Akaunting's own view of the client is the address erpguard saw, never the spoof.
+        assert!(emu.login_attempts().iter().all(|a| {
+            a.client_ip
+                .as_deref()
+                .is_none_or(|c| c.starts_with("127.0.0."))
+        }));
+    }
+
+    #[tokio::test]
+    async fn the_device_cookie_keeps_the_owner_in_during_an_attack() {
+        let emu = Emulator::start().await;
+        let gw = start("akaunting", &emu.url(), POLICY);
+        let owner = ip("127.0.0.2");
+        let ok = login_from(&gw, owner, "admin@company.com", "admin-pass", "").await;
+        let cookie = ok
+            .head
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("set-cookie: __Host-erpguard_device=")
+                    .map(|v| v.split(';').next().unwrap().to_owned())
+            })
+            .expect("device cookie");
+        for i in 0..15u8 {
+            login_from(
+                &gw,
+                ip(&format!("127.0.2.{}", 10 + i)),
+                "admin@company.com",
+                "guess",
+                "",
+            )
+            .await;
+        }
+        let stranger =
+            login_from(&gw, ip("127.0.2.99"), "admin@company.com", "admin-pass", "").await;
+        assert_eq!(
+            stranger.status, 429,
+            "locked for browsers without the device cookie"
+        );
+        let header = format!("Cookie: __Host-erpguard_device={cookie}\r\n");
+        let with = login_from(&gw, owner, "admin@company.com", "admin-pass", &header).await;
+        assert!(
+            with.body.contains("\"success\":true"),
+            "the owner's known browser still logs in: {} {}",
+            with.status,
+            with.body
+        );
     }
 
     #[tokio::test]
