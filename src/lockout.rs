@@ -72,6 +72,7 @@ pub fn run(config_path: &Path, cmd: &LockoutCommand) -> u8 {
             let user = user.as_deref().map(crate::profile::fold_user);
             match store.clear(site, user.as_deref(), ip.as_deref()) {
                 Ok(n) => {
+                    audit_clear(&config.audit_path, site, user.as_deref(), ip.as_deref(), n);
                     println!("cleared {n} counter(s) and lockout(s) on site {site}");
                     EXIT_OK
                 }
@@ -79,6 +80,30 @@ pub fn run(config_path: &Path, cmd: &LockoutCommand) -> u8 {
             }
         }
     }
+}
+
+/// Records the operator's clear in the audit log (the log's file lock keeps
+/// one chain while the gateway writes to it too).
+fn audit_clear(path: &Path, site: &str, user: Option<&str>, ip: Option<&str>, cleared: usize) {
+    let log = match crate::audit::AuditLog::open(path) {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!(
+                "erpguard: warning: could not write the audit log {}: {e}",
+                path.display()
+            );
+            return;
+        }
+    };
+    let mut ev = crate::audit::AuditEvent::new("lockout_cleared")
+        .site(site)
+        .reason("erpguard lockout clear")
+        .detail(serde_json::json!({ "cleared": cleared, "ip": ip }));
+    if let Some(user) = user {
+        ev = ev.user(user);
+    }
+    log.record(ev);
+    log.flush();
 }
 
 fn fail(e: &crate::store::StoreError) -> u8 {

@@ -840,5 +840,16 @@ mod operator {
         assert_eq!(code, 64);
         let (_, out) = cli(&gw, &["lockout", "list"]);
         assert!(out.contains("no active lockouts"), "{out}");
+        // The CLI's audit line and the gateway's share one intact chain.
+        gw.raw("erp.test", &erp_login("alice@example.com", "wrong"))
+            .await;
+        let audit = gw.audit_lines();
+        assert!(
+            audit
+                .iter()
+                .any(|l| l["event"] == "lockout_cleared" && l["user"] == "alice@example.com")
+        );
+        let (code, out) = cli(&gw, &["audit", "verify"]);
+        assert_eq!(code, 0, "{out}");
     }
 }

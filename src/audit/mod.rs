@@ -266,11 +266,13 @@ impl AuditLog {
 /// empty, exit when every handle is dropped and the queue is drained.
 fn run(mut writer: Writer, rx: &Receiver<Msg>) {
     while let Ok(msg) = rx.recv() {
+        writer.begin_batch();
         writer.handle(msg);
         while let Ok(msg) = rx.try_recv() {
             writer.handle(msg);
         }
         writer.flush_out();
+        writer.end_batch();
     }
 }
 
@@ -320,6 +322,42 @@ impl Writer {
                 // The caller may have given up waiting; that is fine.
                 let _ = ack.send(());
             }
+        }
+    }
+
+    /// Takes the cross-process lock on the file and re-reads where the chain
+    /// ends: another process (an `erpguard` CLI verb beside the running
+    /// gateway) may have appended since our last batch, and the next line must
+    /// chain to that one, not to ours.
+    fn begin_batch(&mut self) {
+        let result = self.ensure_open().and_then(|()| self.resync());
+        if let Err(err) = result {
+            self.fail(&err);
+        }
+    }
+
+    fn resync(&mut self) -> io::Result<()> {
+        let Some(out) = self.out.as_mut() else {
+            return Ok(());
+        };
+        out.flush()?;
+        out.get_ref().lock()?;
+        let resume = resume_point(out.get_mut())?;
+        if resume.needs_newline {
+            out.write_all(b"\n")?;
+        }
+        self.lost = self
+            .lost
+            .saturating_add(self.seq.saturating_sub(resume.seq));
+        self.seq = resume.seq;
+        self.prev = resume.prev;
+        Ok(())
+    }
+
+    /// Releases the cross-process lock (the batch is flushed by then).
+    fn end_batch(&mut self) {
+        if let Some(out) = self.out.as_ref() {
+            let _ = out.get_ref().unlock();
         }
     }
 
@@ -676,6 +714,25 @@ mod tests {
         assert_eq!(first["user"], nasty);
         assert_eq!(first["detail"][nasty], nasty);
         assert_eq!(verify(&path).unwrap().lines, 2);
+    }
+
+    #[test]
+    fn two_processes_appending_to_one_file_keep_one_chain() {
+        // Two independent logs on one file behave like the gateway and a CLI
+        // verb in separate processes: the file lock and resync keep one chain.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let gateway = AuditLog::open(&path).unwrap();
+        let cli = AuditLog::open(&path).unwrap();
+        for i in 0..50 {
+            let log = if i % 3 == 0 { &cli } else { &gateway };
+            log.record(AuditEvent::new("test").reason(format!("event {i}")));
+            log.flush();
+        }
+        drop(cli);
+        drop(gateway);
+        let report = verify(&path).unwrap();
+        assert_eq!(report.lines, 50);
     }
 
     #[test]
