@@ -29,3 +29,4 @@ pub mod stack;
 pub mod store;
 pub mod summary;
 pub mod tls;
+pub mod totp;
