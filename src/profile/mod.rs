@@ -4,6 +4,7 @@
 //! parameters (see [`crate::params`]), shared by the live path and `explain`.
 //! The facts come from `upstreams/erpnext.md` and `upstreams/akaunting.md`.
 
+pub mod admin;
 mod akaunting;
 mod erpnext;
 
