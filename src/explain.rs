@@ -74,7 +74,7 @@ fn login_lines(
     rt: &Runtime,
     j: &stack::Judged<'_>,
     d: &Described,
-) -> Result<Option<String>, String> {
+) -> Result<Option<(String, bool)>, String> {
     let site = &j.site.site;
     if !site.login.enabled {
         return Ok(None);
@@ -102,11 +102,27 @@ fn login_lines(
         attempt.endpoint,
         attempt.user.as_deref().unwrap_or("(no user named)")
     );
-    out.push_str(&format!(
-        "    rate: {} login attempts per client IP (IPv6 per /64), account oracles {}\n",
-        p.per_ip, p.oracle_per_ip
-    ));
+    match attempt.kind {
+        AttemptKind::Password | AttemptKind::SecondFactor => {
+            out.push_str(&format!(
+                "    rate: {} attempts per client IP (IPv6 per /64)\n",
+                p.per_ip
+            ));
+        }
+        AttemptKind::Oracle => {
+            out.push_str(&format!(
+                "    rate: {} account-oracle requests per client IP\n",
+                p.oracle_per_ip
+            ));
+        }
+        AttemptKind::ApiCredential => {
+            out.push_str("    API credentials: only failures are counted, per client IP\n");
+        }
+    }
+    let mut locked = false;
     for (key, lp) in login::keys(&site.name, p, &attempt, j.client.addr, None) {
+        let (lock_note, is_locked) = current_lock(rt, &key);
+        locked |= is_locked;
         out.push_str(&format!(
             "    counter {:?} {:?}: locked after {} failures within {}; lock {} doubling up to {}{}\n",
             key.scope,
@@ -115,29 +131,30 @@ fn login_lines(
             humantime::format_duration(lp.window),
             humantime::format_duration(lp.base),
             humantime::format_duration(lp.max),
-            current_lock(rt, &key)
+            lock_note
         ));
     }
     if p.device_cookie && attempt.kind == AttemptKind::Password {
         out.push_str("    a browser holding this user's device cookie is counted on its own (a stranger cannot lock it out)\n");
     }
-    Ok(Some(out))
+    Ok(Some((out, locked)))
 }
 
-/// ", locked now for Ns" if the store file exists and holds a lock for `key`.
-fn current_lock(rt: &Runtime, key: &crate::store::Key) -> String {
+/// The lock state of `key` if the store file exists (it is never created here),
+/// and whether it is locked now.
+fn current_lock(rt: &Runtime, key: &crate::store::Key) -> (String, bool) {
     let state = &rt.config.state;
     if !state.path.exists() {
-        return String::new();
+        return (String::new(), false);
     }
     let now = std::time::SystemTime::now();
     match crate::server::open_store(state).map(|s| s.lock(key, now)) {
-        Ok(Ok(Some(lock))) => format!(
-            " [LOCKED now, {}s left]",
-            lock.until.duration_since(now).map_or(0, |d| d.as_secs())
-        ),
-        Ok(Ok(None)) => " [not locked]".to_owned(),
-        _ => " [store unreadable]".to_owned(),
+        Ok(Ok(Some(lock))) => {
+            let left = lock.until.duration_since(now).map_or(0, |d| d.as_secs());
+            (format!(" [LOCKED now, {left}s left]"), true)
+        }
+        Ok(Ok(None)) => (" [not locked]".to_owned(), false),
+        _ => (" [store unreadable]".to_owned(), false),
     }
 }
 
@@ -235,7 +252,11 @@ fn explain(rt: &Runtime, d: &Described, default_ip: bool) -> String {
                 d.method, j.site.site.upstream.url, j.path_and_query
             ));
             match login_lines(rt, &j, d) {
-                Ok(Some(lines)) => {
+                Ok(Some((lines, true))) => {
+                    out.push_str(&lines);
+                    out.push_str("decision: locked_out → HTTP 429 (a counter above is locked; the attempt would not reach the app)\n");
+                }
+                Ok(Some((lines, false))) => {
                     out.push_str(&lines);
                     out.push_str(&format!(
                         "decision: login-guarded ({why}; forwarded unless rate-limited or locked)\n"

@@ -443,8 +443,12 @@ async fn scrub(
     }
     let (mut parts, body) = resp.into_parts();
     let bytes = read_answer(body).await?.unwrap_or_default();
-    let clean =
-        profile::strip_traceback(&bytes).unwrap_or_else(|| br#"{"message":"error"}"#.to_vec());
+    let clean = match profile::strip_traceback(&bytes) {
+        Ok(None) => bytes,
+        Ok(Some(stripped)) => Bytes::from(stripped),
+        // Not a JSON object: nothing shows it is free of a traceback.
+        Err(()) => Bytes::from_static(br#"{"message":"error"}"#),
+    };
     parts.headers.remove(header::CONTENT_LENGTH);
     Ok(Response::from_parts(parts, body::full(clean)))
 }

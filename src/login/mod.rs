@@ -15,7 +15,8 @@
 //! cannot slip past the limit between "check" and "count": the call that
 //! reaches the threshold creates the lock and every later one sees it. A success
 //! clears the count. API credentials are only checked before and counted on a
-//! 401 after, so a busy integration costs one store read, not two writes.
+//! 401 after, so a busy integration costs one store read per request and
+//! writes nothing (no reset, no audit line) while its credential is good.
 
 pub mod device;
 pub mod limiter;
@@ -267,6 +268,13 @@ pub struct Settled {
 /// After the upstream answered: bookkeeping, audit, device cookie.
 pub async fn settle(cx: &GuardCx<'_>, admitted: Admitted, outcome: &Outcome) -> Settled {
     let mut settled = Settled::default();
+    // A good API credential is routine traffic: only its failures are counted,
+    // so a success costs no store write and no audit line.
+    if admitted.attempt.kind == AttemptKind::ApiCredential
+        && matches!(outcome, Outcome::Success { .. })
+    {
+        return settled;
+    }
     let event = match outcome {
         Outcome::Success { .. } | Outcome::SecondFactorPending | Outcome::PasswordExpired => {
             reset(cx, &admitted).await;

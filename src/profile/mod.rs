@@ -173,14 +173,21 @@ pub fn is_anonymous(app: AppKind, headers: &HeaderMap) -> bool {
     }
 }
 
-/// Removes traceback fields from a JSON error body; `None` if it is not a JSON object.
-pub fn strip_traceback(body: &[u8]) -> Option<Vec<u8>> {
-    let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let obj = value.as_object_mut()?;
+/// Removes traceback fields from a JSON error body. `Ok(None)`: there were
+/// none, keep the body as it is; `Err(())`: not a JSON object, so nothing can
+/// be shown to be free of a traceback.
+#[allow(clippy::result_unit_err)]
+pub fn strip_traceback(body: &[u8]) -> Result<Option<Vec<u8>>, ()> {
+    let mut value: serde_json::Value = serde_json::from_slice(body).map_err(|_| ())?;
+    let obj = value.as_object_mut().ok_or(())?;
+    let mut removed = false;
     for key in ["exc", "exception", "_debug_messages", "traceback"] {
-        obj.remove(key);
+        removed |= obj.remove(key).is_some();
     }
-    serde_json::to_vec(&value).ok()
+    match removed {
+        true => serde_json::to_vec(&value).map(Some).map_err(|_| ()),
+        false => Ok(None),
+    }
 }
 
 /// The user name in an HTTP Basic `Authorization` header.
@@ -206,12 +213,18 @@ mod tests {
     fn tracebacks_are_stripped_and_the_rest_kept() {
         let body = br#"{"exc_type":"PermissionError","exc":"[\"Traceback...\"]","exception":"x","_server_messages":"[]"}"#;
         let out: serde_json::Value =
-            serde_json::from_slice(&strip_traceback(body).unwrap()).unwrap();
+            serde_json::from_slice(&strip_traceback(body).unwrap().unwrap()).unwrap();
         assert_eq!(
             out,
             serde_json::json!({"exc_type":"PermissionError","_server_messages":"[]"})
         );
-        assert!(strip_traceback(b"<html>").is_none());
+        assert!(strip_traceback(b"<html>").is_err());
+        let clean = br#"{"message":"x"}"#;
+        assert_eq!(
+            strip_traceback(clean),
+            Ok(None),
+            "a clean body is kept byte for byte"
+        );
     }
 
     #[test]
