@@ -8,6 +8,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -100,21 +101,18 @@ impl SecretKey {
     }
 
     fn hmac(&self, domain: &str, parts: &[&[u8]]) -> Hmac<Sha256> {
+        // HMAC zero-pads a key shorter than the block (64 bytes for SHA-256), so
+        // building it from the padded key is the same MAC and cannot fail.
+        let mut block = [0u8; 64];
+        block[..KEY_LEN].copy_from_slice(&self.bytes);
+        let mut mac = <Hmac<Sha256> as KeyInit>::new(&block.into());
         // Domain separation: a device-cookie MAC can never pass as another kind.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.bytes)
-            .unwrap_or_else(|_| unreachable_hmac());
         for part in std::iter::once(domain.as_bytes()).chain(parts.iter().copied()) {
             mac.update(&(part.len() as u64).to_be_bytes());
             mac.update(part);
         }
         mac
     }
-}
-
-/// HMAC accepts keys of any length, so construction cannot fail.
-fn unreachable_hmac() -> Hmac<Sha256> {
-    #[allow(clippy::unwrap_used)]
-    <Hmac<Sha256> as Mac>::new_from_slice(&[0u8; KEY_LEN]).unwrap()
 }
 
 #[cfg(unix)]
@@ -163,6 +161,19 @@ mod tests {
             Err(KeyError::BadLength(_))
         ));
         assert_eq!(std::fs::read(&path).unwrap(), b"short");
+    }
+
+    #[test]
+    fn the_mac_is_standard_hmac_sha256_over_the_framed_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SecretKey::load_or_create(&dir.path().join("k")).unwrap();
+        let mut reference = <Hmac<Sha256> as Mac>::new_from_slice(&key.bytes).unwrap();
+        for part in [&b"d"[..], b"x"] {
+            reference.update(&(part.len() as u64).to_be_bytes());
+            reference.update(part);
+        }
+        let expected: [u8; 32] = reference.finalize().into_bytes().into();
+        assert_eq!(key.mac("d", &[b"x"]), expected);
     }
 
     #[test]
