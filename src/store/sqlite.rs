@@ -135,6 +135,7 @@ impl SqliteStore {
             return Err(open_err("max_keys must be at least 1".to_owned()));
         }
         create_file(path).map_err(|e| open_err(e.to_string()))?;
+        let _first_open = open_guard(path).map_err(|e| open_err(e.to_string()))?;
         // No CREATE flag: the file exists now with the right mode, and if it
         // vanished meanwhile we want an error, not a world-readable new file.
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -166,6 +167,27 @@ impl SqliteStore {
         // Poison is safe to ignore: see the module docs.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Serialises the open-time work (the switch to WAL, migrations) across
+/// processes and threads: SQLite may answer "database is locked" at once,
+/// without waiting on the busy handler, to a second connection switching a new
+/// file to WAL. A sidecar file, because closing any descriptor of the database
+/// file itself would drop this process's SQLite (POSIX) locks on it. Released
+/// when the returned file is dropped, at the end of `open`.
+fn open_guard(path: &Path) -> std::io::Result<fs::File> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".open-lock");
+    let mut options = fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let file = options.open(PathBuf::from(name))?;
+    file.lock()?;
+    Ok(file)
 }
 
 fn create_file(path: &Path) -> std::io::Result<()> {
@@ -1270,17 +1292,21 @@ mod tests {
 
     #[test]
     fn concurrent_first_opens_migrate_once() {
-        let (_dir, path) = temp();
-        let handles: Vec<_> = (0..4)
-            .map(|_| {
-                let path = path.clone();
-                std::thread::spawn(move || SqliteStore::open(&path, 10).map(drop))
-            })
-            .collect();
-        for h in handles {
-            h.join().unwrap().unwrap();
+        // Many rounds on fresh files: the race (two connections switching a new
+        // file to WAL) is timing-dependent and showed up only under load.
+        for _ in 0..20 {
+            let (_dir, path) = temp();
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    let path = path.clone();
+                    std::thread::spawn(move || SqliteStore::open(&path, 10).map(drop))
+                })
+                .collect();
+            for h in handles {
+                h.join().unwrap().unwrap();
+            }
+            store(&path).ping().unwrap();
         }
-        store(&path).ping().unwrap();
     }
 
     #[cfg(unix)]
