@@ -167,6 +167,18 @@ fn check_port(port: &str) -> Result<(), ClientIpError> {
     }
 }
 
+/// The unit a client is counted by: an IPv4 address (IPv4-mapped IPv6
+/// included), or an IPv6 /64. One host usually owns a whole /64, so counting
+/// single IPv6 addresses would be free to dodge by rotating them.
+pub fn client_group(ip: IpAddr) -> IpAddr {
+    match normalize_ip(ip) {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::from(v6) & !(u128::MAX >> 64),
+        )),
+        v4 => v4,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -120,8 +120,9 @@ fn login_lines(
         }
     }
     let mut locked = false;
+    let store = existing_store(rt);
     for (key, lp) in login::keys(&site.name, p, &attempt, j.client.addr, None) {
-        let (lock_note, is_locked) = current_lock(rt, &key);
+        let (lock_note, is_locked) = current_lock(store.as_deref(), &key);
         locked |= is_locked;
         out.push_str(&format!(
             "    counter {:?} {:?}: locked after {} failures within {}; lock {} doubling up to {}{}\n",
@@ -140,21 +141,32 @@ fn login_lines(
     Ok(Some((out, locked)))
 }
 
-/// The lock state of `key` if the store file exists (it is never created here),
-/// and whether it is locked now.
-fn current_lock(rt: &Runtime, key: &crate::store::Key) -> (String, bool) {
+/// The state store, if its file exists (explain never creates one).
+fn existing_store(rt: &Runtime) -> Option<std::sync::Arc<dyn crate::store::StateStore>> {
     let state = &rt.config.state;
-    if !state.path.exists() {
+    state
+        .path
+        .exists()
+        .then(|| crate::server::open_store(state).ok())
+        .flatten()
+}
+
+/// The lock state of `key`, and whether it is locked now.
+fn current_lock(
+    store: Option<&dyn crate::store::StateStore>,
+    key: &crate::store::Key,
+) -> (String, bool) {
+    let Some(store) = store else {
         return (String::new(), false);
-    }
+    };
     let now = std::time::SystemTime::now();
-    match crate::server::open_store(state).map(|s| s.lock(key, now)) {
-        Ok(Ok(Some(lock))) => {
+    match store.lock(key, now) {
+        Ok(Some(lock)) => {
             let left = lock.until.duration_since(now).map_or(0, |d| d.as_secs());
             (format!(" [LOCKED now, {left}s left]"), true)
         }
-        Ok(Ok(None)) => (" [not locked]".to_owned(), false),
-        _ => (" [store unreadable]".to_owned(), false),
+        Ok(None) => (" [not locked]".to_owned(), false),
+        Err(_) => (" [store unreadable]".to_owned(), false),
     }
 }
 

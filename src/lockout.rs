@@ -68,7 +68,7 @@ pub fn run(config_path: &Path, cmd: &LockoutCommand) -> u8 {
                 );
                 return EXIT_USAGE;
             }
-            let ip = ip.map(|a| crate::store::ip_subject(crate::client_ip::normalize_ip(a)));
+            let ip = ip.map(crate::store::ip_subject);
             let user = user.as_deref().map(crate::profile::fold_user);
             match store.clear(site, user.as_deref(), ip.as_deref()) {
                 Ok(n) => {

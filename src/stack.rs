@@ -308,6 +308,8 @@ async fn recognise_login(
     };
     let body = match profile::needs_body(site.app, &view) {
         true => buffer_body(out, site.inspect_body_max).await?,
+        // Ordinary traffic: no parameter parse at all.
+        false if !profile::may_be_attempt(site.app, &view) => return Ok(None),
         false => Bytes::new(),
     };
     let view = RequestView {

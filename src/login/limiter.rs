@@ -9,18 +9,8 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+use crate::client_ip::client_group;
 use crate::config::values::Rate;
-
-/// The key a client is limited by: an IPv4 address, or an IPv6 /64.
-pub fn ip_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-        }
-    }
-}
 
 /// A keyed limiter for one rate.
 pub struct IpLimiter {
@@ -44,7 +34,7 @@ impl IpLimiter {
     /// Takes one cell for `ip`; `Err(wait)` says how long until the next one.
     pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
         self.limiter
-            .check_key(&ip_key(ip))
+            .check_key(&client_group(ip))
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 
@@ -74,8 +64,8 @@ mod tests {
         let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
         let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(ip_key(a), ip_key(b));
-        assert_ne!(ip_key(a), ip_key(c));
+        assert_eq!(client_group(a), client_group(b));
+        assert_ne!(client_group(a), client_group(c));
     }
 
     #[test]

@@ -19,6 +19,12 @@ pub(super) fn needs_body(req: &RequestView<'_>) -> bool {
     req.method == Method::POST && (req.path == "/auth/login" || ORACLE_PATHS.contains(&req.path))
 }
 
+/// Without a body (the auth routes' POSTs are always read), only API
+/// credentials on `/api/*` are credential checks.
+pub(super) fn may_be_attempt(req: &RequestView<'_>) -> bool {
+    req.path.starts_with("/api/") && req.headers.contains_key(http::header::AUTHORIZATION)
+}
+
 pub(super) fn recognise(
     req: &RequestView<'_>,
     params: &Params,

@@ -40,6 +40,18 @@ pub(super) fn needs_body(req: &RequestView<'_>) -> bool {
     )
 }
 
+/// Without a body, only the query's `cmd`, the path or `Authorization` can make
+/// a credential check. A query key can decode to `cmd` only if the raw query
+/// holds `cmd` or a `%` escape (`+` decodes to a space), so this cannot miss one.
+pub(super) fn may_be_attempt(req: &RequestView<'_>) -> bool {
+    req.headers.contains_key(header::AUTHORIZATION)
+        || req.path.starts_with("/api/method/")
+        || req.path.starts_with("/api/v1/method/")
+        || req
+            .query
+            .is_some_and(|q| q.contains("cmd") || q.contains('%'))
+}
+
 /// The RPC method a request runs: `cmd` wins over the path, as in Frappe.
 fn rpc_method<'a>(req: &RequestView<'a>, params: &'a Params) -> Option<&'a str> {
     params.get("cmd").filter(|c| !c.is_empty()).or_else(|| {
@@ -140,7 +152,11 @@ fn classify_ok(attempt: &Attempt, headers: &HeaderMap, body: &[u8]) -> Outcome {
         && sid.bytes().all(|b| b.is_ascii_hexdigit())
     {
         let user = set_cookie(headers, "user_id")
-            .map(|u| percent_decode(&u))
+            .map(|u| {
+                percent_encoding::percent_decode_str(&u)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
             .or_else(|| attempt.user.clone());
         return Outcome::Success {
             user: user.map(|u| super::fold_user(&u)),
@@ -178,28 +194,6 @@ pub(super) fn is_anonymous(headers: &HeaderMap) -> bool {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -308,6 +302,42 @@ mod tests {
             ),
             Outcome::AppLockout
         );
+    }
+
+    #[test]
+    fn the_prefilter_never_hides_a_login_from_the_query() {
+        let h = HeaderMap::new();
+        let get = Method::GET;
+        for (path, query) in [
+            ("/", "cmd=login&usr=a&pwd=b"),
+            ("/app", "c%6Dd=login&usr=a&pwd=b"),
+            ("/", "%63md=login&usr=a"),
+            ("/api/method/login", "usr=a&pwd=b"),
+            (
+                "/api/method/frappe.core.doctype.user.user.reset_password",
+                "user=a",
+            ),
+        ] {
+            let view = RequestView {
+                method: &get,
+                path,
+                query: Some(query),
+                headers: &h,
+            };
+            let params = crate::params::frappe(Some(query), &h, b"").unwrap();
+            assert!(recognise(&view, &params).is_some(), "{path}?{query}");
+            assert!(
+                may_be_attempt(&view),
+                "the prefilter skipped {path}?{query}"
+            );
+        }
+        let plain = RequestView {
+            method: &get,
+            path: "/app/sales-invoice",
+            query: Some("fields=name&limit=20"),
+            headers: &h,
+        };
+        assert!(!may_be_attempt(&plain));
     }
 
     #[test]

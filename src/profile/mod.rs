@@ -97,6 +97,17 @@ pub fn needs_body(app: AppKind, req: &RequestView<'_>) -> bool {
     }
 }
 
+/// Whether a request whose body is not read could be a credential check at
+/// all: a cheap, conservative test that spares ordinary traffic the parameter
+/// parse (when it says no, [`recognise`] would find nothing either).
+pub fn may_be_attempt(app: AppKind, req: &RequestView<'_>) -> bool {
+    match app {
+        AppKind::Erpnext => erpnext::may_be_attempt(req),
+        AppKind::Akaunting => akaunting::may_be_attempt(req),
+        AppKind::Generic => false,
+    }
+}
+
 /// The app's own view of the request parameters (`body` is empty when not read).
 pub fn params(app: AppKind, req: &RequestView<'_>, body: &[u8]) -> Result<Params, ParamError> {
     match app {

@@ -176,12 +176,9 @@ pub fn fold_user(user: &str) -> String {
 /// address, other IPv6 as its /64 prefix, since one host usually owns a whole
 /// /64 and could otherwise rotate addresses to dodge the count.
 pub fn ip_subject(ip: IpAddr) -> String {
-    match ip.to_canonical() {
+    match crate::client_ip::client_group(ip) {
         IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => {
-            let net = std::net::Ipv6Addr::from(u128::from(v6) & !(u128::MAX >> 64));
-            format!("{net}/64")
-        }
+        IpAddr::V6(net) => format!("{net}/64"),
     }
 }
 

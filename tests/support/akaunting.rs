@@ -46,6 +46,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use super::wire::{Attempt, Seen};
 use super::wire::{boundary, parse_multipart, parse_urlencoded, percent_decode};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -104,42 +105,6 @@ const USERS: &[User] = &[
 fn find_user(email: &str) -> Option<&'static User> {
     let lower = email.to_lowercase();
     USERS.iter().find(|u| u.email.to_lowercase() == lower)
-}
-
-/// One password check: `POST /auth/login` once CSRF and validation passed, or an `/api/` request
-/// whose Basic header carried a user name. `ok` is true when the app accepted the login (the
-/// disabled account is `false` even with its right password: the app answers with a failure).
-#[derive(Debug, Clone)]
-pub struct Attempt {
-    /// The email as submitted (trimmed), or the Basic user name.
-    pub user: String,
-    pub ok: bool,
-    /// Request path, without the query.
-    pub path: String,
-    /// The last `X-Forwarded-For` entry, which is what Laravel's `$request->ip()` returns when the
-    /// calling proxy is trusted; `None` without the header.
-    pub client_ip: Option<String>,
-}
-
-/// One request as the emulator received it.
-#[derive(Debug, Clone)]
-pub struct Seen {
-    pub method: String,
-    /// Path and query, as sent.
-    pub uri: String,
-    /// Header names in lower case, in arrival order.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Seen {
-    /// The first value of a header (lower-case name).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
 }
 
 struct Session {

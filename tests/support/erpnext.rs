@@ -38,6 +38,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub use super::wire::{Attempt, Seen};
 use super::wire::{boundary, parse_multipart, parse_urlencoded, percent_decode};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -108,41 +109,6 @@ const USERS: &[User] = &[
 fn find_user(name: &str) -> Option<&'static User> {
     let lower = name.to_lowercase();
     USERS.iter().find(|u| u.name.to_lowercase() == lower)
-}
-
-/// One request the app treated as a credential check: a login (password or OTP step) or an
-/// `Authorization` header. `ok` is true when the app accepted the credential (its answer was not a
-/// rejection: "Logged In", the 2FA-pending answer, "Password Reset", or an accepted API key).
-#[derive(Debug, Clone)]
-pub struct Attempt {
-    /// `usr` as sent (the cached user for the OTP step, the API key for header auth).
-    pub user: String,
-    pub ok: bool,
-    /// Request path, without the query.
-    pub path: String,
-    /// The first `X-Forwarded-For` entry, as Frappe reads it; `None` without the header.
-    pub client_ip: Option<String>,
-}
-
-/// One request as the emulator received it.
-#[derive(Debug, Clone)]
-pub struct Seen {
-    pub method: String,
-    /// Path and query, as sent.
-    pub uri: String,
-    /// Header names in lower case, in arrival order.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Seen {
-    /// The first value of a header (lower-case name).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
 }
 
 struct Session {

@@ -15,25 +15,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-/// One request as the upstream saw it.
-#[derive(Debug, Clone)]
-pub struct Seen {
-    pub method: String,
-    pub uri: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Seen {
-    /// All values of a header (lower-case name).
-    pub fn header_values(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-}
+pub use super::wire::Seen;
 
 /// A running test upstream.
 pub struct Upstream {

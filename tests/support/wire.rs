@@ -110,3 +110,50 @@ pub(crate) fn parse_multipart(body: &[u8], boundary: &str) -> Vec<(String, Strin
     }
     out
 }
+
+/// One request as a test server received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    /// Path and query, as sent.
+    pub uri: String,
+    /// Header names in lower case, in arrival order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Seen {
+    /// The first value of a header (lower-case name).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// All values of a header (lower-case name).
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// One password or API-credential check as an emulated app performed it.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// The login name as submitted (trimmed), the cached user for a 2FA step,
+    /// or the API key / Basic user name.
+    pub user: String,
+    /// Whether the app accepted the credential (a disabled Akaunting account
+    /// is `false` even with its right password: the app answers a failure).
+    pub ok: bool,
+    /// Request path, without the query.
+    pub path: String,
+    /// The client address as the app reads it from `X-Forwarded-For` (ERPNext:
+    /// the first entry; Akaunting/Laravel behind a trusted proxy: the last);
+    /// `None` without the header.
+    pub client_ip: Option<String>,
+}
