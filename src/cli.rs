@@ -40,9 +40,12 @@ pub enum Command {
     /// Check and read the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// See and lift login lockouts.
+    /// See and lift login lockouts (and step-up locks).
     #[command(subcommand)]
     Lockout(crate::lockout::LockoutCommand),
+    /// TOTP enrolments for step-up: enroll, link, list, reset.
+    #[command(subcommand)]
+    Totp(crate::enrol::TotpCommand),
 }
 
 /// `erpguard audit ...`
@@ -87,6 +90,7 @@ fn dispatch(cli: Cli) -> u8 {
         Command::Check => crate::summary::check(&cli.config),
         Command::Explain(args) => crate::explain::run(&cli.config, &args),
         Command::Lockout(cmd) => crate::lockout::run(&cli.config, &cmd),
+        Command::Totp(cmd) => crate::enrol::run(&cli.config, &cmd),
         Command::Audit(AuditCommand::Verify { path }) => audit_verify(&cli.config, path),
         Command::Audit(AuditCommand::Tail {
             path,

@@ -75,6 +75,41 @@ pub enum Denial {
     /// The upstream did not answer in time.
     #[error("upstream did not send response headers within {0:?}")]
     UpstreamTimeout(std::time::Duration),
+    /// An administrative request without a valid step-up grant.
+    #[error("step-up required: {reason}")]
+    StepUpRequired {
+        /// Why the request is administrative (a profile rule or a config rule).
+        reason: String,
+        /// The challenge page, with the way back.
+        url: String,
+        /// The ERP user asked, when the session is known.
+        user: Option<String>,
+    },
+    /// An administrative request from a session erpguard cannot tie to an ERP user.
+    #[error("no known ERP user for this session: {why}")]
+    LoginRequired {
+        /// What was missing or did not match.
+        why: String,
+        /// The app's login page, with the way back.
+        url: String,
+    },
+    /// Step-up is required and the user has no TOTP enrolment (policy "deny").
+    #[error("user has no TOTP enrolment and step_up.unenrolled is \"deny\" ({reason})")]
+    StepUpNotEnrolled {
+        /// Why the request is administrative.
+        reason: String,
+        /// The ERP user.
+        user: String,
+    },
+    /// Step-up is locked for the user after repeated wrong codes.
+    #[error("step-up locked after repeated wrong codes; retry after {retry_after:?}")]
+    StepUpLocked {
+        /// How long until the lock ends.
+        retry_after: std::time::Duration,
+    },
+    /// A path under erpguard's reserved prefix that serves nothing.
+    #[error("no such erpguard page")]
+    NotFound,
 }
 
 impl Denial {
@@ -93,6 +128,12 @@ impl Denial {
             Denial::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Denial::UpstreamUnavailable(_) | Denial::UpstreamProtocol(_) => StatusCode::BAD_GATEWAY,
             Denial::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Denial::StepUpRequired { .. } | Denial::LoginRequired { .. } => {
+                StatusCode::UNAUTHORIZED
+            }
+            Denial::StepUpNotEnrolled { .. } => StatusCode::FORBIDDEN,
+            Denial::StepUpLocked { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Denial::NotFound => StatusCode::NOT_FOUND,
         }
     }
 
@@ -112,6 +153,11 @@ impl Denial {
             Denial::UpstreamUnavailable(_)
             | Denial::UpstreamProtocol(_)
             | Denial::UpstreamTimeout(_) => "upstream_error",
+            Denial::StepUpRequired { .. } => "step_up",
+            Denial::LoginRequired { .. } => "login_required",
+            Denial::StepUpNotEnrolled { .. } => "deny",
+            Denial::StepUpLocked { .. } => "locked_out",
+            Denial::NotFound => "not_found",
         }
     }
 
@@ -139,9 +185,23 @@ impl Denial {
             Denial::RateLimited { .. } => Some("login_rate_limited"),
             Denial::LockedOut { .. } => Some("login_blocked"),
             Denial::StoreUnavailable(_) => Some("store_unavailable"),
+            Denial::StepUpRequired { .. } => Some("step_up_challenge"),
+            Denial::LoginRequired { .. } => Some("step_up_no_session"),
+            Denial::StepUpNotEnrolled { .. } => Some("step_up_not_enrolled"),
+            Denial::StepUpLocked { .. } => Some("step_up_blocked"),
             Denial::UpstreamUnavailable(_)
             | Denial::UpstreamProtocol(_)
-            | Denial::UpstreamTimeout(_) => None,
+            | Denial::UpstreamTimeout(_)
+            | Denial::NotFound => None,
+        }
+    }
+
+    /// The ERP user a step-up denial concerns, for the audit log.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Denial::StepUpRequired { user, .. } => user.as_deref(),
+            Denial::StepUpNotEnrolled { user, .. } => Some(user),
+            _ => None,
         }
     }
 
@@ -168,6 +228,19 @@ impl Denial {
             Denial::UpstreamTimeout(_) => {
                 "The application behind this gateway did not answer in time."
             }
+            Denial::StepUpRequired { .. } => {
+                "This action needs a fresh code from your authenticator app."
+            }
+            Denial::LoginRequired { .. } => "Please sign in again to continue.",
+            Denial::StepUpNotEnrolled { .. } => {
+                "This administrative action needs a second factor, and your account has none \
+                 yet. Ask an administrator to enrol you for step-up codes."
+            }
+            Denial::StepUpLocked { .. } => {
+                "Too many wrong codes. Administrative actions are locked for a while; \
+                 ask an administrator if this was not you."
+            }
+            Denial::NotFound => "There is no such page.",
         }
     }
 }
@@ -183,11 +256,18 @@ pub fn wants_json(headers: &http::HeaderMap, path: &str) -> bool {
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"xmlhttprequest"));
     path.starts_with("/api/")
         || xhr
+        || headers.contains_key(header::AUTHORIZATION)
         || (accept.contains("json") && !accept.starts_with("text/html"))
 }
 
 /// Turns a denial into the response the client sees.
+///
+/// Step-up and sign-in demands send browsers (`json` false) to the page with
+/// a 303; other callers get 401 JSON naming that page.
 pub fn rescue(denial: &Denial, request_id: &str, json: bool) -> Response<ResponseBody> {
+    if let Denial::StepUpRequired { url, .. } | Denial::LoginRequired { url, .. } = denial {
+        return demand(denial, url, request_id, json);
+    }
     let status = denial.status();
     let (content_type, text) = if json {
         (
@@ -205,7 +285,10 @@ pub fn rescue(denial: &Denial, request_id: &str, json: bool) -> Response<Respons
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Denial::RateLimited { retry_after } | Denial::LockedOut { retry_after } = denial {
+    if let Denial::RateLimited { retry_after }
+    | Denial::LockedOut { retry_after }
+    | Denial::StepUpLocked { retry_after } = denial
+    {
         h.insert(
             header::RETRY_AFTER,
             HeaderValue::from(retry_after.as_secs().max(1)),
@@ -215,6 +298,39 @@ pub fn rescue(denial: &Denial, request_id: &str, json: bool) -> Response<Respons
         // After a framing or routing doubt, do not reuse the connection.
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    resp
+}
+
+/// A demand to step up or sign in: 303 to `url` for browsers, 401 JSON otherwise.
+fn demand(denial: &Denial, url: &str, request_id: &str, json: bool) -> Response<ResponseBody> {
+    let location = HeaderValue::from_str(url).unwrap_or(HeaderValue::from_static("/"));
+    let mut resp = if json {
+        let error = match denial {
+            Denial::StepUpRequired { .. } => "step_up_required",
+            _ => "login_required",
+        };
+        let text = serde_json::json!({
+            "error": error,
+            "url": url,
+            "message": denial.public_message(),
+            "request_id": request_id,
+        })
+        .to_string();
+        let mut resp = Response::new(body::full(Bytes::from(text)));
+        *resp.status_mut() = StatusCode::UNAUTHORIZED;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp
+    } else {
+        let mut resp = Response::new(body::empty());
+        *resp.status_mut() = StatusCode::SEE_OTHER;
+        resp.headers_mut().insert(header::LOCATION, location);
+        resp
+    };
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
 

@@ -258,6 +258,15 @@ fn explain(rt: &Runtime, d: &Described, default_ip: bool) -> String {
                         .map_or("a rule", |r| r.name.as_str());
                     format!("{name} allows it")
                 }
+                Access::StepUp(n) => {
+                    let name = j
+                        .site
+                        .site
+                        .rules
+                        .get(n)
+                        .map_or("a rule", |r| r.name.as_str());
+                    format!("{name} lets it through with a step-up grant")
+                }
             };
             out.push_str(&format!(
                 "forwarded as: {} {}{}\n",

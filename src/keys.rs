@@ -95,6 +95,18 @@ impl SecretKey {
         self.hmac(domain, parts).finalize().into_bytes().into()
     }
 
+    /// A 32-byte subkey for one purpose (e.g. sealing TOTP secrets): the MAC of
+    /// nothing under `domain`, so subkeys of different purposes are unrelated.
+    pub fn derive(&self, domain: &str) -> [u8; 32] {
+        self.mac(domain, &[])
+    }
+
+    /// A key from fixed bytes, for tests.
+    #[cfg(test)]
+    pub fn from_test_bytes(bytes: [u8; KEY_LEN]) -> SecretKey {
+        SecretKey { bytes }
+    }
+
     /// Constant-time check of a MAC made by [`SecretKey::mac`].
     pub fn verify(&self, domain: &str, parts: &[&[u8]], tag: &[u8]) -> bool {
         self.hmac(domain, parts).verify_slice(tag).is_ok()

@@ -6,16 +6,23 @@
 //!   2 canonicalise      method, request-target form, Host (and SNI agreement), path
 //!   3 site              the canonical host must belong to a site
 //!   4 access            site allow list, then the first matching rule
-//!   5 login guard       the app's parameters (body read only where a login may
-//!                       hide in it); per-IP rate, lockout check, pre-counted failure
+//!   5 login guard       the app's parameters (body read only where a login or an
+//!                       admin target may hide in it); per-IP rate, lockout check,
+//!                       pre-counted failure
+//!   5b step-up          administrative request → grant of this session's user, or
+//!                       the challenge (303 for browsers, 401 JSON otherwise)
 //!   6 forward           rewritten headers, canonical path, streamed body → upstream
 //!   7 settle            classify a login answer, uniform failure, device cookie;
 //!                       tracebacks scrubbed from ERPNext errors to anonymous clients
 //!   8 finish            security headers, request id; audit, metrics, access log
 //! ```
 //!
-//! Slots for later layers, in order: API token before the login guard;
-//! step-up and the guest-endpoint policy after it.
+//! Between 5 and 6 sits step-up: an administrative request (profile
+//! detection or an `action = "step_up"` rule) needs a grant bound to the ERP
+//! user who owns the session, else the challenge; an ERP logout ends the
+//! session's grants. Paths under `/.erpguard/` are erpguard's own pages and
+//! are never forwarded. Slots for later layers: API token before the login
+//! guard; the guest-endpoint policy after step-up.
 //!
 //! Steps 1–4 are [`judge`], a pure function over the config that `erpguard
 //! explain` calls too. Every refusal is a [`Denial`] turned into a response by
@@ -37,11 +44,13 @@ use crate::canon::{self, CanonHost, CanonPath};
 use crate::client_ip::{self, ClientIp};
 use crate::error::{self, Denial};
 use crate::login::{self, GuardCx};
+use crate::params::Params;
 use crate::policy::{self, Access, Trace};
 use crate::profile::{self, Attempt, RequestView};
 use crate::proxy::{self, Forward, Outgoing, headers::ForwardedFacts};
 use crate::runtime::{Runtime, SiteRuntime};
 use crate::server::Shared;
+use crate::stepup::{self, StepUpCx};
 
 /// Facts about the connection a request arrived on, set by the accept loop.
 #[derive(Debug, Clone)]
@@ -224,7 +233,7 @@ pub async fn handle(
     Ok(respond(&shared, &rt, &cx, &method, result, json, started))
 }
 
-/// Steps 1–5 for one request.
+/// Steps 1–7 for one request.
 async fn route(
     rt: &Runtime,
     shared: &Shared,
@@ -244,23 +253,127 @@ async fn route(
     let site = &judged.site.site;
     let query = req.uri().query().map(str::to_owned);
     let mut out = Outgoing::new(req, site.max_body);
+    let request_id = cx.request_id.clone();
+    let su = step_up_cx(shared, &judged, &request_id);
+    if stepup::is_reserved(judged.path.decoded()) {
+        return own_page(&su, &judged, query.as_deref(), out).await;
+    }
     // [API token: issue 5 slots in here, before the login guard.]
-    // Login guard: read the body only where the app could find a login in it.
-    let attempt = recognise_login(site, &judged, query.as_deref(), &mut out).await?;
+    // One parameter read for the login guard and step-up; the body is read
+    // only where the app could find a login or an admin target in it.
+    let params = read_params(site, &judged, query.as_deref(), &mut out).await?;
+    let attempt = recognise_login(site, &judged, query.as_deref(), &out, params.as_ref())?;
     cx.user = attempt.as_ref().and_then(|a| a.user.clone());
     let guard = guard_cx(shared, &judged, cx);
     let admitted = match attempt {
         Some(attempt) => Some(login::admit(&guard, attempt, &out.parts.headers).await?),
         None => None,
     };
-    // [Step-up and the guest-endpoint policy slot in here.]
+    let stepped = step_up(&su, &judged, &out, params.as_ref()).await?;
+    let ended = end_session(&su, &judged, &out, params.as_ref()).await?;
+    if stepup::in_use(site) {
+        stepup::cookie::strip_own(&mut out.parts.headers);
+    }
+    // [The guest-endpoint policy slots in here.]
     let anonymous = profile::is_anonymous(site.app, &out.parts.headers);
     let resp = forward(conn, cx, &judged, out).await?;
-    let resp = match admitted {
-        Some(admitted) => settle_login(&guard, site.app, admitted, resp).await?,
+    let mut resp = match admitted {
+        Some(admitted) => settle_login(&guard, &su, site.app, admitted, resp).await?,
         None => resp,
     };
+    for cookie in ended {
+        resp.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    if stepped.is_some() && cx.user.is_none() {
+        cx.user = stepped;
+    }
     scrub(site.app, anonymous, resp).await
+}
+
+fn step_up_cx<'a>(shared: &'a Shared, judged: &'a Judged<'_>, request_id: &'a str) -> StepUpCx<'a> {
+    StepUpCx {
+        site: &judged.site.site,
+        store: &shared.store,
+        key: &shared.key,
+        audit: &shared.audit,
+        client: judged.client.addr,
+        request_id,
+    }
+}
+
+/// Serves erpguard's own pages (the reserved prefix is never forwarded).
+async fn own_page(
+    su: &StepUpCx<'_>,
+    judged: &Judged<'_>,
+    query: Option<&str>,
+    mut out: Outgoing,
+) -> Result<Response<ResponseBody>, Denial> {
+    if !stepup::in_use(&judged.site.site) {
+        return Err(Denial::NotFound);
+    }
+    let body = match out.parts.method == Method::POST {
+        true => buffer_body(&mut out, stepup::endpoint::MAX_FORM).await?,
+        false => Bytes::new(),
+    };
+    let authority = host_header(&judged.host)?;
+    let req = stepup::endpoint::PageRequest {
+        method: &out.parts.method,
+        path: judged.path.decoded(),
+        query,
+        headers: &out.parts.headers,
+        authority: authority.to_str().unwrap_or_default(),
+        body,
+    };
+    stepup::endpoint::serve(su, req).await
+}
+
+/// Step-up: an administrative request needs a grant. Returns the user it
+/// was checked for, if it was administrative.
+async fn step_up(
+    su: &StepUpCx<'_>,
+    judged: &Judged<'_>,
+    out: &Outgoing,
+    params: Option<&Params>,
+) -> Result<Option<String>, Denial> {
+    let site = &judged.site.site;
+    if !stepup::in_use(site) {
+        return Ok(None);
+    }
+    let none = Params::default();
+    let params = params.unwrap_or(&none);
+    let (method, headers) = (&out.parts.method, &out.parts.headers);
+    let path = judged.path.decoded();
+    let Some(reason) = stepup::admin_reason(site, judged.access, method, path, headers, params)
+    else {
+        return Ok(None);
+    };
+    let back = stepup::return_target(method, &judged.path_and_query);
+    stepup::require(su, headers, params, reason, &back)
+        .await
+        .map(Some)
+}
+
+/// At an ERP logout: ends erpguard's session and grants before the request
+/// goes on, and returns the cookies that clear them in the browser.
+async fn end_session(
+    su: &StepUpCx<'_>,
+    judged: &Judged<'_>,
+    out: &Outgoing,
+    params: Option<&Params>,
+) -> Result<Vec<HeaderValue>, Denial> {
+    let site = &judged.site.site;
+    let none = Params::default();
+    let logout = stepup::in_use(site)
+        && stepup::is_logout(
+            site.app,
+            &out.parts.method,
+            judged.path.decoded(),
+            params.unwrap_or(&none),
+        );
+    match logout {
+        true => stepup::end(su, &out.parts.headers).await,
+        false => Ok(Vec::new()),
+    }
 }
 
 /// Forwards the judged request (step 5).
@@ -289,15 +402,16 @@ async fn forward(
     proxy::forward(fwd, out).await
 }
 
-/// Reads the app's parameters (buffering the body if the profile must see it)
-/// and recognises a credential check.
-async fn recognise_login(
+/// Reads the app's parameters where the login guard or step-up must see them
+/// (buffering the body only if the profile must look inside it).
+async fn read_params(
     site: &crate::config::Site,
     judged: &Judged<'_>,
     query: Option<&str>,
     out: &mut Outgoing,
-) -> Result<Option<Attempt>, Denial> {
-    if !site.login.enabled {
+) -> Result<Option<Params>, Denial> {
+    let step_up = stepup::in_use(site);
+    if !site.login.enabled && !step_up {
         return Ok(None);
     }
     let view = RequestView {
@@ -308,8 +422,8 @@ async fn recognise_login(
     };
     let body = match profile::needs_body(site.app, &view) {
         true => buffer_body(out, site.inspect_body_max).await?,
-        // Ordinary traffic: no parameter parse at all.
-        false if !profile::may_be_attempt(site.app, &view) => return Ok(None),
+        // Ordinary traffic on a site without step-up: no parameter parse at all.
+        false if !step_up && !profile::may_be_attempt(site.app, &view) => return Ok(None),
         false => Bytes::new(),
     };
     let view = RequestView {
@@ -318,9 +432,34 @@ async fn recognise_login(
         query,
         headers: &out.parts.headers,
     };
-    let bad = |e: crate::params::ParamError| Denial::BadRequest(format!("parameters: {e}"));
-    let params = profile::params(site.app, &view, &body).map_err(bad)?;
-    profile::recognise(site.app, &view, &params).map_err(bad)
+    profile::params(site.app, &view, &body)
+        .map(Some)
+        .map_err(bad_params)
+}
+
+#[allow(clippy::needless_pass_by_value)] // used as map_err(bad_params)
+fn bad_params(e: crate::params::ParamError) -> Denial {
+    Denial::BadRequest(format!("parameters: {e}"))
+}
+
+/// Recognises a credential check in the parameters read.
+fn recognise_login(
+    site: &crate::config::Site,
+    judged: &Judged<'_>,
+    query: Option<&str>,
+    out: &Outgoing,
+    params: Option<&Params>,
+) -> Result<Option<Attempt>, Denial> {
+    let Some(params) = params.filter(|_| site.login.enabled) else {
+        return Ok(None);
+    };
+    let view = RequestView {
+        method: &out.parts.method,
+        path: judged.path.decoded(),
+        query,
+        headers: &out.parts.headers,
+    };
+    profile::recognise(site.app, &view, params).map_err(bad_params)
 }
 
 /// Reads the whole body (up to `limit`, else 413) and puts the exact bytes back
@@ -372,6 +511,7 @@ const LOGIN_ANSWER_MAX: usize = 256 << 10;
 /// replaces any failure with the one uniform failure answer.
 async fn settle_login(
     guard: &GuardCx<'_>,
+    su: &StepUpCx<'_>,
     app: crate::config::AppKind,
     admitted: login::Admitted,
     resp: Response<ResponseBody>,
@@ -401,11 +541,42 @@ async fn settle_login(
         (None, Some(body)) => body,
         (None, None) => body::empty(),
     };
+    let bound = bind_session(su, &attempt, &outcome, &parts.headers).await;
     let mut resp = Response::from_parts(parts, body);
-    if let Some(cookie) = settled.set_cookie {
+    for cookie in settled.set_cookie.into_iter().chain(bound) {
         resp.headers_mut().append(header::SET_COOKIE, cookie);
     }
     Ok(resp)
+}
+
+/// After a browser login succeeded: erpguard's session cookie, bound to the
+/// ERP user. A failure here does not fail the login; the user is only asked
+/// to log in again before an administrative action (fail closed).
+async fn bind_session(
+    su: &StepUpCx<'_>,
+    attempt: &Attempt,
+    outcome: &profile::Outcome,
+    answer: &HeaderMap,
+) -> Option<HeaderValue> {
+    let profile::Outcome::Success { user } = outcome else {
+        return None;
+    };
+    let browser = matches!(
+        attempt.kind,
+        profile::AttemptKind::Password | profile::AttemptKind::SecondFactor
+    );
+    let user = user.as_deref().or(attempt.user.as_deref())?;
+    if !browser || !stepup::in_use(su.site) {
+        return None;
+    }
+    match stepup::bind(su, user, answer).await {
+        Ok(cookie) => Some(cookie),
+        Err(e) => {
+            tracing::warn!(request_id = %su.request_id, site = %su.site.name, error = %e,
+                "could not bind the new session to its user; step-up will ask for a new login");
+            None
+        }
+    }
 }
 
 /// Reads a login answer whole (bounded): `None` never happens for a readable body.
@@ -522,8 +693,8 @@ fn report_denial(shared: &Shared, rt: &Runtime, cx: &RequestCx, method: &Method,
         if let Some(path) = &cx.path {
             ev = ev.path(path.clone());
         }
-        if let Some(user) = &cx.user {
-            ev = ev.user(user.clone());
+        if let Some(user) = denial.user().or(cx.user.as_deref()) {
+            ev = ev.user(user.to_owned());
         }
         shared.audit.record(ev);
     }

@@ -106,6 +106,7 @@ pub(super) struct RawSite {
     pub(super) max_body: Option<ByteSize>,
     pub(super) inspect_body_max: Option<ByteSize>,
     pub(super) login: Option<Spanned<RawLogin>>,
+    pub(super) step_up: Option<Spanned<RawStepUp>>,
     #[serde(default)]
     pub(super) timeouts: RawTimeouts,
     #[serde(default)]
@@ -211,6 +212,35 @@ pub(super) struct RawLogin {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RawStepUp {
+    pub(super) enabled: Option<bool>,
+    pub(super) ttl: Option<Dur>,
+    pub(super) bind_ip: Option<bool>,
+    pub(super) unenrolled: Option<Spanned<String>>,
+    pub(super) session_ttl: Option<Dur>,
+    pub(super) max_failures: Option<u32>,
+    pub(super) lockout: Option<Dur>,
+    pub(super) issuer: Option<String>,
+    #[serde(default)]
+    pub(super) extra_paths: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) extra_doctypes: Vec<String>,
+    #[serde(default)]
+    pub(super) extra_methods: Vec<Spanned<String>>,
+    pub(super) totp: Option<Spanned<RawTotp>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTotp {
+    pub(super) algorithm: Option<String>,
+    pub(super) digits: Option<u32>,
+    pub(super) period: Option<Dur>,
+    pub(super) skew: Option<u8>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RawTimeouts {
     pub(super) connect: Option<Dur>,
     pub(super) response_header: Option<Dur>,
@@ -249,6 +279,6 @@ pub enum RuleAction {
     Allow,
     /// Refuse with a generic 403.
     Deny,
-    /// Require a fresh TOTP step-up (not available in this build; refused by validation).
+    /// Let the request through only with a fresh TOTP step-up grant.
     StepUp,
 }

@@ -8,6 +8,7 @@
 
 mod error;
 mod file;
+mod step_up;
 mod validate;
 pub mod values;
 
@@ -132,6 +133,8 @@ pub struct Site {
     pub inspect_body_max: u64,
     /// Login protection.
     pub login: LoginPolicy,
+    /// Step-up TOTP before administrative requests.
+    pub step_up: StepUpPolicy,
     /// Upstream timeouts.
     pub timeouts: UpstreamTimeouts,
     /// Response headers the gateway adds.
@@ -231,6 +234,41 @@ pub struct LoginPolicy {
     pub device_cookie: bool,
     /// How long a device cookie is valid.
     pub device_ttl: Duration,
+}
+
+/// Step-up TOTP for one site (`[site.step_up]`).
+#[derive(Debug, Clone)]
+pub struct StepUpPolicy {
+    /// Whether administrative requests need a grant (off for `generic` sites
+    /// unless configured; `step_up` rules work either way).
+    pub enabled: bool,
+    /// How long a grant lasts after a correct code.
+    pub ttl: Duration,
+    /// Whether a grant also binds the client IP that earned it.
+    pub bind_ip: bool,
+    /// What happens to a user with no TOTP enrolment.
+    pub unenrolled: Unenrolled,
+    /// How long erpguard remembers which ERP user owns a session.
+    pub session_ttl: Duration,
+    /// Wrong codes in a row (within `lockout`) before step-up locks for the user.
+    pub max_failures: u32,
+    /// How long a step-up lock lasts.
+    pub lockout: Duration,
+    /// The issuer shown in authenticator apps.
+    pub issuer: String,
+    /// TOTP parameters.
+    pub totp: crate::totp::Params,
+    /// Admin paths, DocTypes and methods on top of the profile's.
+    pub extra: crate::profile::admin::Extra,
+}
+
+/// The policy for users without a TOTP enrolment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unenrolled {
+    /// Refuse administrative requests (a page says to ask an administrator).
+    Deny,
+    /// Let them through, audited (for a rollout).
+    Allow,
 }
 
 /// Timeouts toward the upstream.

@@ -47,13 +47,13 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
 }
 
 /// The file being validated, for positioned errors.
-struct Cx<'a> {
-    path: &'a Path,
+pub(super) struct Cx<'a> {
+    pub(super) path: &'a Path,
     text: &'a str,
 }
 
 impl Cx<'_> {
-    fn err(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+    pub(super) fn err(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
         ConfigError::at(self.path, self.text, span, message)
     }
 
@@ -202,6 +202,7 @@ fn site(cx: &Cx<'_>, span: Range<usize>, raw: RawSite) -> Result<Site, ConfigErr
         max_body: raw.max_body.map_or(DEFAULT_MAX_BODY, |b| b.0),
         inspect_body_max: raw.inspect_body_max.map_or(DEFAULT_INSPECT_MAX, |b| b.0),
         login: login(cx, &name, app, raw.login)?,
+        step_up: super::step_up::step_up(cx, &name, app, raw.step_up)?,
         timeouts: timeouts(&raw.timeouts),
         headers: security_headers(cx, raw.headers)?,
         rules: rules(cx, raw.rules)?,
@@ -466,11 +467,6 @@ fn rule(cx: &Cx<'_>, n: usize, span: Range<usize>, raw: RawRule) -> Result<Rule,
         .collect::<Result<Vec<_>, _>>()?;
     let action = *raw.action.get_ref();
     match action {
-        RuleAction::StepUp => {
-            return Err(cx
-                .err(raw.action.span(), format!("{name}: action \"step_up\" is not available in this version"))
-                .hint("use action = \"deny\" or \"allow\" with an `allow` list until step-up TOTP ships"));
-        }
         RuleAction::Deny if raw.allow.is_some() => {
             return Err(cx
                 .err(span, format!("{name}: `allow` has no effect on a deny rule"))

@@ -382,44 +382,7 @@ fn audit_outcome(cx: &GuardCx<'_>, admitted: &Admitted, outcome: &Outcome, event
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Counter, Lock, StoreError};
-
-    /// A store whose every call fails, as an unreachable backend would.
-    struct Down;
-
-    impl StateStore for Down {
-        fn add_failure(
-            &self,
-            _: &Key,
-            _: SystemTime,
-            _: &LockPolicy,
-        ) -> Result<Counter, StoreError> {
-            Err(StoreError::Backend("down".into()))
-        }
-        fn lock(&self, _: &Key, _: SystemTime) -> Result<Option<Lock>, StoreError> {
-            Err(StoreError::Backend("down".into()))
-        }
-        fn reset(&self, _: &Key) -> Result<(), StoreError> {
-            Err(StoreError::Backend("down".into()))
-        }
-        fn locks(
-            &self,
-            _: Option<&str>,
-            _: SystemTime,
-            _: usize,
-        ) -> Result<Vec<(Key, Lock)>, StoreError> {
-            Err(StoreError::Backend("down".into()))
-        }
-        fn clear(&self, _: &str, _: Option<&str>, _: Option<&str>) -> Result<usize, StoreError> {
-            Err(StoreError::Backend("down".into()))
-        }
-        fn sweep(&self, _: SystemTime) -> Result<usize, StoreError> {
-            Err(StoreError::Backend("down".into()))
-        }
-        fn ping(&self) -> Result<(), StoreError> {
-            Err(StoreError::Backend("down".into()))
-        }
-    }
+    use crate::store::down::Down;
 
     #[tokio::test]
     async fn an_unreachable_store_refuses_logins_with_503() {

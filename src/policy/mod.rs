@@ -51,6 +51,9 @@ pub enum Access {
     NoRule,
     /// Rule number `n` (0-based) matched and allowed.
     Rule(usize),
+    /// Rule number `n` (0-based) matched and lets the request through only
+    /// with a step-up grant.
+    StepUp(usize),
 }
 
 /// Applies the site allowlist and then the first matching rule.
@@ -101,10 +104,10 @@ pub fn check_access(
                 rule: rule.name.clone(),
             })
         }
-        // Validation refuses step_up until step-up TOTP exists; fail closed anyway.
-        RuleAction::StepUp => Err(Denial::RuleDenied {
-            rule: rule.name.clone(),
-        }),
+        RuleAction::StepUp => {
+            trace.note(|| "  action step_up: a fresh TOTP grant is required".to_owned());
+            Ok(Access::StepUp(n))
+        }
         RuleAction::Allow => {
             trace.note(|| "  action allow".to_owned());
             Ok(Access::Rule(n))

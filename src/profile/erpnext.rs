@@ -183,6 +183,34 @@ pub(super) fn set_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
+/// The new 56-hex `sid` a login answer sets, if any.
+pub(super) fn new_sid(headers: &HeaderMap) -> Option<String> {
+    set_cookie(headers, "sid")
+        .filter(|sid| sid.len() == 56 && sid.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Whether the path calls one of the `frappe.handler` functions `names` by RPC
+/// (`/api/method/x`, `/api/v1/method/x`, `/api/v2/method/x`, or
+/// `frappe.handler.x`), ASCII case ignored in the fixed words.
+pub(super) fn rpc_is(path: &str, names: &[&str]) -> bool {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let method = match segs.as_slice() {
+        [a, m, name, ..] if a.eq_ignore_ascii_case("api") && m.eq_ignore_ascii_case("method") => {
+            name
+        }
+        [a, v, m, name, ..]
+            if a.eq_ignore_ascii_case("api")
+                && (v.eq_ignore_ascii_case("v1") || v.eq_ignore_ascii_case("v2"))
+                && m.eq_ignore_ascii_case("method") =>
+        {
+            name
+        }
+        _ => return false,
+    };
+    let method = method.strip_prefix("frappe.handler.").unwrap_or(method);
+    names.contains(&method)
+}
+
 /// No `sid` cookie, or `sid=Guest`, and no `Authorization`: Frappe treats it as Guest.
 pub(super) fn is_anonymous(headers: &HeaderMap) -> bool {
     if headers.contains_key(header::AUTHORIZATION) {

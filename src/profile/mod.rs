@@ -170,6 +170,16 @@ pub fn uniform_failure(app: AppKind, attempt: &Attempt) -> Option<(StatusCode, &
     }
 }
 
+/// The new ERPNext session id (a 56-hex `sid`) a login answer sets, if any.
+pub fn erpnext_new_sid(headers: &HeaderMap) -> Option<String> {
+    erpnext::new_sid(headers)
+}
+
+/// Whether an ERPNext path calls one of the `frappe.handler` functions `names`.
+pub fn erpnext_rpc_is(path: &str, names: &[&str]) -> bool {
+    erpnext::rpc_is(path, names)
+}
+
 /// Whether an ERPNext answer to an anonymous request must have its traceback
 /// removed (Frappe sends `exc`/`exception` to anyone by default).
 pub fn scrub_traceback(app: AppKind, anonymous: bool, status: StatusCode) -> bool {

@@ -31,7 +31,12 @@
 //! without a new one. While a lock is active failures are not counted.
 //! A success ([`StateStore::reset`]) clears the count only.
 
+#[cfg(test)]
+pub mod down;
 pub mod sqlite;
+pub mod stepup;
+
+pub use stepup::{Binding, EnrolLink, Enrolment, EnrolmentInfo, Grant, StepUpStore};
 
 use std::fmt;
 use std::net::IpAddr;
@@ -59,16 +64,19 @@ pub enum Scope {
     Ip,
     /// Invalid API tokens from one client. Subject: the client address.
     Token,
+    /// Wrong step-up codes of one user. Subject: the case-folded user name.
+    StepUp,
 }
 
 impl Scope {
     /// Every scope, in declaration order.
-    pub const ALL: [Scope; 5] = [
+    pub const ALL: [Scope; 6] = [
         Scope::User,
         Scope::UserIp,
         Scope::Device,
         Scope::Ip,
         Scope::Token,
+        Scope::StepUp,
     ];
 
     /// The scope named `name` (as [`Scope::as_str`] gives it), if any.
@@ -84,6 +92,7 @@ impl Scope {
             Scope::Device => "device",
             Scope::Ip => "ip",
             Scope::Token => "token",
+            Scope::StepUp => "step_up",
         }
     }
 }
@@ -144,6 +153,11 @@ impl Key {
         Key::new(site, Scope::Token, ip)
     }
 
+    /// A [`Scope::StepUp`] key; the user name is case-folded.
+    pub fn step_up(site: &str, user: &str) -> Key {
+        Key::new(site, Scope::StepUp, &fold_user(user))
+    }
+
     /// The user-name part of the subject, for scopes that have one.
     pub fn user_part(&self) -> Option<&str> {
         user_part(self.scope, &self.subject)
@@ -186,7 +200,7 @@ pub fn ip_subject(ip: IpAddr) -> String {
 // device id we issue) never contains '|', a user name might.
 fn user_part(scope: Scope, subject: &str) -> Option<&str> {
     match scope {
-        Scope::User => Some(subject),
+        Scope::User | Scope::StepUp => Some(subject),
         Scope::UserIp | Scope::Device => subject.rsplit_once('|').map(|(user, _)| user),
         Scope::Ip | Scope::Token => None,
     }
@@ -196,7 +210,7 @@ fn ip_part(scope: Scope, subject: &str) -> Option<&str> {
     match scope {
         Scope::Ip | Scope::Token => Some(subject),
         Scope::UserIp => subject.rsplit_once('|').map(|(_, ip)| ip),
-        Scope::User | Scope::Device => None,
+        Scope::User | Scope::Device | Scope::StepUp => None,
     }
 }
 
@@ -348,10 +362,11 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// Durable failure counters and lockouts. See the module docs for the promises.
+/// Durable failure counters and lockouts, plus the step-up state
+/// ([`StepUpStore`]). See the module docs for the promises.
 ///
 /// Calls block on I/O; async callers run them in `spawn_blocking`.
-pub trait StateStore: Send + Sync + 'static {
+pub trait StateStore: StepUpStore + Send + Sync + 'static {
     /// Atomically counts one failure and returns the resulting state.
     /// Concurrent calls for one key never lose an increment and never let more
     /// than `threshold` failures through before the lock (the lock is created
@@ -391,7 +406,7 @@ pub trait StateStore: Send + Sync + 'static {
     ) -> Result<Vec<(Key, Lock)>, StoreError>;
 
     /// Lifts locks and counts (and strikes): every key of `site` whose scope
-    /// is User/UserIp/Device and whose subject's user part equals `user`
+    /// is User/UserIp/Device/StepUp and whose subject's user part equals `user`
     /// (case-folded), or whose subject contains the IP `ip` (Ip and UserIp
     /// scopes, and Token; an address and a prefix containing it match each
     /// other). With neither `user` nor `ip` nothing matches. Returns how many

@@ -49,7 +49,7 @@ const WARN_EVERY_MS: i64 = 60_000;
 /// Schema migrations: entry `i` takes a file from `user_version` `i` to `i + 1`.
 ///
 /// To change the schema, append an entry; never edit one that has shipped.
-const MIGRATIONS: &[&str] = &[MIGRATION_1];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, stepup::MIGRATION_2];
 
 // `expires` is when the row stops mattering under the policy it was last
 // written with (see `Record::expires`); `touched` orders eviction. The
@@ -98,6 +98,8 @@ struct Inner {
     conn: Connection,
     lock_evictions: Burst,
 }
+
+mod stepup;
 
 // Rate-limits the warning about evicting active locks.
 #[derive(Debug, Default)]
@@ -672,7 +674,8 @@ impl StateStore for SqliteStore {
             .prepare_cached("DELETE FROM counters WHERE expires <= ?1")
             .or_store()?
             .execute([now])
-            .or_store()?;
+            .or_store()?
+            + stepup::sweep(&tx, now)?;
         tx.commit().or_store()?;
         Ok(deleted)
     }
@@ -1228,17 +1231,17 @@ mod tests {
         assert_eq!(
             raw.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
                 .unwrap(),
-            1
+            2
         );
-        raw.pragma_update(None, "user_version", 2).unwrap();
+        raw.pragma_update(None, "user_version", 3).unwrap();
         drop(raw);
         let err = SqliteStore::open(&path, 10).unwrap_err();
         assert!(
             matches!(
                 err,
                 StoreError::SchemaTooNew {
-                    found: 2,
-                    known: 1,
+                    found: 3,
+                    known: 2,
                     ..
                 }
             ),
