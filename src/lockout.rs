@@ -118,7 +118,7 @@ fn render(locks: &[(Key, Lock)], json: bool) -> String {
         return locks
             .iter()
             .map(|(k, l)| {
-                serde_json::json!({ "site": k.site, "scope": format!("{:?}", k.scope), "subject": k.subject,
+                serde_json::json!({ "site": k.site, "scope": k.scope.as_str(), "subject": k.subject,
                     "remaining_secs": left(l), "strikes": l.strikes })
                 .to_string()
                     + "\n"
@@ -133,7 +133,7 @@ fn render(locks: &[(Key, Lock)], json: bool) -> String {
         "SITE", "SCOPE", "SUBJECT", "REMAINING", "STRIKES"
     );
     for (k, l) in locks {
-        let scope = format!("{:?}", k.scope);
+        let scope = k.scope.as_str();
         out.push_str(&format!(
             "{:<12} {:<8} {:<48} {:>9}s {:>7}\n",
             k.site,

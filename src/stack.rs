@@ -271,9 +271,7 @@ async fn route(
     };
     let stepped = step_up(&su, &judged, &out, params.as_ref()).await?;
     let ended = end_session(&su, &judged, &out, params.as_ref()).await?;
-    if stepup::in_use(site) {
-        stepup::cookie::strip_own(&mut out.parts.headers);
-    }
+    stepup::cookie::strip_own(&mut out.parts.headers);
     // [The guest-endpoint policy slots in here.]
     let anonymous = profile::is_anonymous(site.app, &out.parts.headers);
     let resp = forward(conn, cx, &judged, out).await?;

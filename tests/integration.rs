@@ -12,3 +12,4 @@ mod login;
 mod proxy;
 mod reload;
 mod spray;
+mod step_up;

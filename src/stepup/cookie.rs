@@ -59,8 +59,9 @@ pub fn clear(name: &str) -> HeaderValue {
     }
 }
 
-/// Removes erpguard's own cookies from the `Cookie` headers sent upstream:
-/// the ERP has no use for them and its logs should not hold them.
+/// Removes erpguard's own cookies (step-up and device cookies, all named
+/// `__Host-erpguard...`) from the `Cookie` headers sent upstream: the ERP has
+/// no use for them and its logs should not hold them.
 pub fn strip_own(headers: &mut HeaderMap) {
     let values: Vec<HeaderValue> = headers.get_all(header::COOKIE).iter().cloned().collect();
     if !values
@@ -78,7 +79,7 @@ pub fn strip_own(headers: &mut HeaderMap) {
         let kept: Vec<&str> = text
             .split(';')
             .map(str::trim)
-            .filter(|pair| !pair.starts_with("__Host-erpguard-"))
+            .filter(|pair| !pair.starts_with("__Host-erpguard"))
             .collect();
         if let Ok(v) = HeaderValue::from_str(&kept.join("; "))
             && !kept.is_empty()
