@@ -5,6 +5,7 @@
 
 mod support;
 
+mod browser;
 mod bypass;
 mod cli;
 mod client_identity;

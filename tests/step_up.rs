@@ -742,6 +742,15 @@ mod erpnext {
             &body,
         );
         assert_eq!(gw.raw("erp.test", &cross).await.status, 400);
+        let cross = request(
+            "POST",
+            "/.erpguard/step-up",
+            &jar,
+            "Sec-Fetch-Site: cross-site\r\n",
+            "application/x-www-form-urlencoded",
+            &body,
+        );
+        assert_eq!(gw.raw("erp.test", &cross).await.status, 400);
         assert!(events(&gw, "step_up_ok").is_empty());
         // Open redirects are not possible through `return`.
         assert_eq!(erpguard::stepup::safe_return(Some("//evil.example/")), "/");

@@ -303,25 +303,27 @@ async fn enrol_post(
     ))
 }
 
-/// Refuses a cross-site post: `Origin` (when sent) must be this site over
-/// HTTPS, and `Sec-Fetch-Site` (when sent) must be `same-origin`.
+/// Refuses a cross-site post, the way Go's `http.CrossOriginProtection`
+/// decides: `Sec-Fetch-Site` when the browser sends it (`same-origin` or
+/// `none` pass); otherwise `Origin`, when sent, must be this site over HTTPS.
+/// (Chromium sends `Origin: null` on some same-origin form posts, so
+/// `Sec-Fetch-Site` has to come first.) The form token is checked as well.
 fn same_origin(req: &PageRequest<'_>) -> Result<(), Denial> {
     let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(origin) = header("origin")
-        && !origin.eq_ignore_ascii_case(&format!("https://{}", req.authority))
-    {
-        return Err(Denial::BadRequest(format!(
-            "cross-origin form post from {origin:?}"
-        )));
+    if let Some(site) = header("sec-fetch-site") {
+        return match site {
+            "same-origin" | "none" => Ok(()),
+            other => Err(Denial::BadRequest(format!(
+                "form post with Sec-Fetch-Site {other:?}"
+            ))),
+        };
     }
-    if let Some(site) = header("sec-fetch-site")
-        && site != "same-origin"
-    {
-        return Err(Denial::BadRequest(format!(
-            "form post with Sec-Fetch-Site {site:?}"
-        )));
+    match header("origin") {
+        Some(origin) if !origin.eq_ignore_ascii_case(&format!("https://{}", req.authority)) => Err(
+            Denial::BadRequest(format!("cross-origin form post from {origin:?}")),
+        ),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 fn csrf_token(cx: &StepUpCx<'_>, binding: &Binding, now: SystemTime) -> String {

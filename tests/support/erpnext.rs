@@ -17,7 +17,8 @@
 //!   `SecurityException` while `count > 10` within 60 s of the first failure, reset by a success);
 //! - sessions (`sid` cookie or `sid` parameter), the five cookies on every response, the Guest plus
 //!   expiring cookies for an ended session, `frappe.auth.get_logged_user`, `logout`, CSRF once the
-//!   Desk shell `/app` has been loaded, the 301 of `/app/...` for a Guest;
+//!   Desk shell `/app` has been loaded, the 301 of `/app/...` for a Guest; a script-free stand-in
+//!   `/login` form (for the browser test);
 //! - `Authorization: token key:secret` / `Basic base64(key:secret)` (key `k1`, secret `s1`,
 //!   user Administrator), 401 on a bad pair, 400 on undecodable base64, never throttled;
 //! - `reset_password` (the 404 "not found" enumeration oracle), `sign_up`, `ping`, a leaking
@@ -707,6 +708,16 @@ fn process(st: &mut State, ctx: &Ctx) -> Reply {
             }
             _ => echo().with_cookies(cookies(&session)),
         };
+    }
+
+    // A stand-in login page: a plain form (Frappe's real one posts the same
+    // fields by XHR), so a browser test can sign in without script.
+    if ctx.path == "/login" && ctx.method == Method::GET {
+        let html = "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Login</title></head><body>\n\
+<form method=\"post\" action=\"/\"><input type=\"hidden\" name=\"cmd\" value=\"login\">\n\
+<label>Email <input id=\"usr\" name=\"usr\"></label><label>Password <input id=\"pwd\" name=\"pwd\" type=\"password\"></label>\n\
+<button id=\"login\" type=\"submit\">Login</button></form></body></html>\n";
+        return Reply::html(200, html.to_owned()).with_cookies(cookies(&session));
     }
 
     // The Desk shell.
