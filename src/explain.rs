@@ -70,6 +70,43 @@ pub fn run(config_path: &Path, args: &ExplainArgs) -> u8 {
 }
 
 /// The login guard's view of the request: what it recognises and which counters apply.
+/// The step-up verdict, when the request is administrative.
+fn step_up_line(j: &stack::Judged<'_>, d: &Described) -> Option<String> {
+    let site = &j.site.site;
+    if !crate::stepup::in_use(site) {
+        return None;
+    }
+    let view = RequestView {
+        method: &d.method,
+        path: j.path.decoded(),
+        query: d.uri.query(),
+        headers: &d.headers,
+    };
+    let body: &[u8] = if profile::needs_body(site.app, &view) {
+        &d.body
+    } else {
+        b""
+    };
+    let params = match profile::params(site.app, &view, body) {
+        Ok(p) => p,
+        Err(e) => return Some(format!("decision: invalid → HTTP 400 (parameters: {e})\n")),
+    };
+    let reason = crate::stepup::admin_reason(
+        site,
+        j.access,
+        &d.method,
+        j.path.decoded(),
+        &d.headers,
+        &params,
+    )?;
+    Some(format!(
+        "  - step-up: administrative ({reason})\n\
+         decision: step-up → forwarded only with a grant of the session's ERP user \
+         (browsers: 303 to {}; XHR/API: 401 JSON step_up_required)\n",
+        crate::stepup::CHALLENGE_PATH
+    ))
+}
+
 fn login_lines(
     rt: &Runtime,
     j: &stack::Judged<'_>,
@@ -272,6 +309,10 @@ fn explain(rt: &Runtime, d: &Described, default_ip: bool) -> String {
                 "forwarded as: {} {}{}\n",
                 d.method, j.site.site.upstream.url, j.path_and_query
             ));
+            if let Some(line) = step_up_line(&j, d) {
+                out.push_str(&line);
+                return out;
+            }
             match login_lines(rt, &j, d) {
                 Ok(Some((lines, true))) => {
                     out.push_str(&lines);

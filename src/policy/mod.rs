@@ -69,7 +69,7 @@ pub fn check_access(
     if !site.allow.permits(client) {
         trace.note(|| {
             format!(
-                "site allow list: {client} is not in {:?} → deny",
+                "site allow list: {client} is not in {} → deny",
                 site.allow
             )
         });

@@ -223,7 +223,124 @@ async fn check_recovery(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::audit::AuditLog;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{Enrolment, StateStore};
+
+    const CONFIG: &str = "[listen]\nhttps = \"127.0.0.1:0\"\n[[site]]\nname = \"erp\"\nhosts = [\"erp.test\"]\n\
+app = \"erpnext\"\nupstream = \"http://127.0.0.1:1\"\ntls = \"self-signed\"\nallow = \"off\"\n\
+[site.step_up]\nmax_failures = 5\nlockout = \"15m\"\n";
+
+    /// A controlled clock: 2027-01-15 08:00:00 UTC plus `secs`.
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+    }
+
+    fn code_at(secret: &totp::Secret, t: SystemTime) -> String {
+        let unix = t.duration_since(UNIX_EPOCH).unwrap().as_secs();
+        totp::code_at(secret, unix, &totp::Params::default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn replay_skew_and_lock_rules_with_a_controlled_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::parse(std::path::Path::new("t.toml"), CONFIG).unwrap();
+        let site = &config.sites[0];
+        let store: Arc<dyn StateStore> =
+            Arc::new(SqliteStore::open(&dir.path().join("s.db"), 1000).unwrap());
+        let audit = AuditLog::open(&dir.path().join("audit.jsonl")).unwrap();
+        let key = SecretKey::from_test_bytes([9; 32]);
+        let cx = StepUpCx {
+            site,
+            store: &store,
+            key: &key,
+            audit: &audit,
+            client: "127.0.0.1".parse().unwrap(),
+            request_id: "r",
+        };
+        let secret = totp::Secret::generate();
+        let sealed = totp::seal(&seal_key(&key), &seal_aad("erp", "u"), &secret).unwrap();
+        store
+            .put_enrolment(
+                &Enrolment {
+                    site: "erp".into(),
+                    user: "u".into(),
+                    sealed,
+                    last_step: None,
+                    active: true,
+                    created: at(0),
+                },
+                &[],
+            )
+            .unwrap();
+        let t = at(0);
+        assert_eq!(
+            check(&cx, "u", &code_at(&secret, t), t).await.unwrap(),
+            Ok(Accepted::Totp)
+        );
+        // The same code, a second later: a replay.
+        let again = check(&cx, "u", &code_at(&secret, t), at(1)).await.unwrap();
+        assert_eq!(again, Err(Refused::Replayed));
+        // One step of skew: the next step's code is good 30 s early...
+        let next = code_at(&secret, at(30));
+        assert_eq!(
+            check(&cx, "u", &next, at(2)).await.unwrap(),
+            Ok(Accepted::Totp)
+        );
+        // ...two steps is not.
+        let far = code_at(&secret, at(120));
+        assert_eq!(
+            check(&cx, "u", &far, at(3)).await.unwrap(),
+            Err(Refused::Wrong)
+        );
+        // A success cleared the replay's count; with the wrong code above,
+        // four more make five and lock.
+        for i in 0..4 {
+            let r = check(&cx, "u", "000000", at(4 + i)).await.unwrap();
+            assert!(
+                matches!(r, Err(Refused::Wrong | Refused::Replayed)),
+                "{r:?}"
+            );
+        }
+        let fresh = code_at(&secret, at(300));
+        let locked = check(&cx, "u", &fresh, at(300)).await.unwrap();
+        assert!(
+            matches!(locked, Err(Refused::Locked(_))),
+            "a right code while locked: {locked:?}"
+        );
+        // The lock ends after `lockout` (15 minutes from the fifth failure).
+        let later = at(7 + 15 * 60 + 1);
+        let ok = check(&cx, "u", &code_at(&secret, later), later)
+            .await
+            .unwrap();
+        assert_eq!(ok, Ok(Accepted::Totp));
+        audit.flush();
+        let log = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+        assert_eq!(log.matches("\"step_up_locked\"").count(), 1);
+        assert!(!log.contains(&fresh), "no code in the audit log");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_store_is_a_503_not_a_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::parse(std::path::Path::new("t.toml"), CONFIG).unwrap();
+        let store: Arc<dyn StateStore> = Arc::new(crate::store::down::Down);
+        let audit = AuditLog::open(&dir.path().join("audit.jsonl")).unwrap();
+        let key = SecretKey::from_test_bytes([9; 32]);
+        let cx = StepUpCx {
+            site: &config.sites[0],
+            store: &store,
+            key: &key,
+            audit: &audit,
+            client: "127.0.0.1".parse().unwrap(),
+            request_id: "r",
+        };
+        let err = check(&cx, "u", "123456", at(0)).await.unwrap_err();
+        assert_eq!(err.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+    }
 
     #[test]
     fn codes_and_recovery_codes_are_told_apart() {
