@@ -152,8 +152,10 @@ fn explain_shows_site_rule_and_decision() {
         "--ip",
         "10.20.1.1",
     ]);
+    // The rule lets the network through; System Settings is an admin screen,
+    // so a step-up grant is still needed.
     assert!(
-        out.contains("site: erp") && out.contains("rule #1") && out.contains("decision: allow"),
+        out.contains("site: erp") && out.contains("rule #1") && out.contains("decision: step-up"),
         "{out}"
     );
     let out = run(&[
