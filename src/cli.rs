@@ -46,6 +46,12 @@ pub enum Command {
     /// TOTP enrolments for step-up: enroll, link, list, reset.
     #[command(subcommand)]
     Totp(crate::enrol::TotpCommand),
+    /// Gateway-issued API tokens: create, list, show, revoke, rotate.
+    #[command(subcommand)]
+    Token(crate::token::cli::TokenCommand),
+    /// Access review of API tokens: scopes, owner, last use, expiry; flags
+    /// dormant and soon-expiring ones.
+    Report(crate::token::cli::ReportArgs),
 }
 
 /// `erpguard audit ...`
@@ -91,6 +97,8 @@ fn dispatch(cli: Cli) -> u8 {
         Command::Explain(args) => crate::explain::run(&cli.config, &args),
         Command::Lockout(cmd) => crate::lockout::run(&cli.config, &cmd),
         Command::Totp(cmd) => crate::enrol::run(&cli.config, &cmd),
+        Command::Token(cmd) => crate::token::cli::run(&cli.config, &cmd),
+        Command::Report(args) => crate::token::cli::report(&cli.config, &args),
         Command::Audit(AuditCommand::Verify { path }) => audit_verify(&cli.config, path),
         Command::Audit(AuditCommand::Tail {
             path,

@@ -107,6 +107,27 @@ pub enum Denial {
         /// How long until the lock ends.
         retry_after: std::time::Duration,
     },
+    /// A presented erpguard token is malformed, unknown, wrong, revoked or expired.
+    #[error("invalid API token: {0}")]
+    TokenInvalid(String),
+    /// A valid token may not make this request (networks, scope, credential).
+    #[error("API token refused: {reason}")]
+    TokenForbidden {
+        /// Why, for the log and the audit log.
+        reason: String,
+        /// The scope the request needs, told to the client (it names only
+        /// what this request asked for).
+        missing: Option<String>,
+    },
+    /// A token over its own rate.
+    #[error("API token over its rate; retry after {retry_after:?}")]
+    TokenRateLimited {
+        /// How long to wait.
+        retry_after: std::time::Duration,
+    },
+    /// The client sent the app's own API credentials; the site wants tokens.
+    #[error("direct upstream API credentials are refused (api.allow_direct_credentials = false)")]
+    DirectCredentials,
     /// A path under erpguard's reserved prefix that serves nothing.
     #[error("no such erpguard page")]
     NotFound,
@@ -131,7 +152,11 @@ impl Denial {
             Denial::StepUpRequired { .. } | Denial::LoginRequired { .. } => {
                 StatusCode::UNAUTHORIZED
             }
-            Denial::StepUpNotEnrolled { .. } => StatusCode::FORBIDDEN,
+            Denial::StepUpNotEnrolled { .. } | Denial::TokenForbidden { .. } => {
+                StatusCode::FORBIDDEN
+            }
+            Denial::TokenInvalid(_) | Denial::DirectCredentials => StatusCode::UNAUTHORIZED,
+            Denial::TokenRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Denial::StepUpLocked { .. } => StatusCode::TOO_MANY_REQUESTS,
             Denial::NotFound => StatusCode::NOT_FOUND,
         }
@@ -158,6 +183,9 @@ impl Denial {
             Denial::StepUpNotEnrolled { .. } => "deny",
             Denial::StepUpLocked { .. } => "locked_out",
             Denial::NotFound => "not_found",
+            Denial::TokenInvalid(_) | Denial::DirectCredentials => "unauthenticated",
+            Denial::TokenForbidden { .. } => "deny",
+            Denial::TokenRateLimited { .. } => "rate_limited",
         }
     }
 
@@ -189,11 +217,26 @@ impl Denial {
             Denial::LoginRequired { .. } => Some("step_up_no_session"),
             Denial::StepUpNotEnrolled { .. } => Some("step_up_not_enrolled"),
             Denial::StepUpLocked { .. } => Some("step_up_blocked"),
+            // Token denials are audited where they happen, with the token id.
+            Denial::TokenInvalid(_) | Denial::TokenForbidden { .. } => None,
+            Denial::TokenRateLimited { .. } => None,
+            Denial::DirectCredentials => Some("direct_credentials_refused"),
             Denial::UpstreamUnavailable(_)
             | Denial::UpstreamProtocol(_)
             | Denial::UpstreamTimeout(_)
             | Denial::NotFound => None,
         }
+    }
+
+    /// Whether this is a token denial (always answered in JSON).
+    pub fn is_token(&self) -> bool {
+        matches!(
+            self,
+            Denial::TokenInvalid(_)
+                | Denial::TokenForbidden { .. }
+                | Denial::TokenRateLimited { .. }
+                | Denial::DirectCredentials
+        )
     }
 
     /// The ERP user a step-up denial concerns, for the audit log.
@@ -241,6 +284,12 @@ impl Denial {
                  ask an administrator if this was not you."
             }
             Denial::NotFound => "There is no such page.",
+            Denial::TokenInvalid(_) => "The API token is not valid.",
+            Denial::TokenForbidden { .. } => "The API token does not allow this request.",
+            Denial::TokenRateLimited { .. } => "The API token is over its rate. Retry later.",
+            Denial::DirectCredentials => {
+                "Send an erpguard API token (Authorization: Bearer eg_...), not the application's own credentials."
+            }
         }
     }
 }
@@ -268,12 +317,24 @@ pub fn rescue(denial: &Denial, request_id: &str, json: bool) -> Response<Respons
     if let Denial::StepUpRequired { url, .. } | Denial::LoginRequired { url, .. } = denial {
         return demand(denial, url, request_id, json);
     }
+    let json = json || denial.is_token();
     let status = denial.status();
     let (content_type, text) = if json {
-        (
-            "application/json",
-            json_body(status, denial.public_message(), request_id),
-        )
+        let mut body = json_body(status, denial.public_message(), request_id);
+        if let Denial::TokenForbidden {
+            missing: Some(missing),
+            ..
+        } = denial
+        {
+            body = serde_json::json!({
+                "error": "token_scope",
+                "missing_scope": missing,
+                "message": denial.public_message(),
+                "request_id": request_id,
+            })
+            .to_string();
+        }
+        ("application/json", body)
     } else {
         (
             "text/html; charset=utf-8",
@@ -287,11 +348,18 @@ pub fn rescue(denial: &Denial, request_id: &str, json: bool) -> Response<Respons
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Denial::RateLimited { retry_after }
     | Denial::LockedOut { retry_after }
-    | Denial::StepUpLocked { retry_after } = denial
+    | Denial::StepUpLocked { retry_after }
+    | Denial::TokenRateLimited { retry_after } = denial
     {
         h.insert(
             header::RETRY_AFTER,
             HeaderValue::from(retry_after.as_secs().max(1)),
+        );
+    }
+    if matches!(denial, Denial::TokenInvalid(_) | Denial::DirectCredentials) {
+        h.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"erpguard\""),
         );
     }
     if matches!(denial, Denial::BadRequest(_) | Denial::Misdirected { .. }) {

@@ -31,4 +31,5 @@ pub mod stepup;
 pub mod store;
 pub mod summary;
 pub mod tls;
+pub mod token;
 pub mod totp;

@@ -21,8 +21,12 @@
 //! detection or an `action = "step_up"` rule) needs a grant bound to the ERP
 //! user who owns the session, else the challenge; an ERP logout ends the
 //! session's grants. Paths under `/.erpguard/` are erpguard's own pages and
-//! are never forwarded. Slots for later layers: API token before the login
-//! guard; the guest-endpoint policy after step-up.
+//! are never forwarded. Before the login guard sits the API token layer: a
+//! request presenting an erpguard token (`Bearer eg_...`) is checked
+//! (secret, expiry, networks, rate, ERP scope), given the upstream credential
+//! its token names, and forwarded without the browser layers; a client
+//! sending the app's own API credentials is refused unless the site allows
+//! it. Slot for later: the guest-endpoint policy after step-up.
 //!
 //! Steps 1–4 are [`judge`], a pure function over the config that `erpguard
 //! explain` calls too. Every refusal is a [`Denial`] turned into a response by
@@ -51,6 +55,7 @@ use crate::proxy::{self, Forward, Outgoing, headers::ForwardedFacts};
 use crate::runtime::{Runtime, SiteRuntime};
 use crate::server::Shared;
 use crate::stepup::{self, StepUpCx};
+use crate::token;
 
 /// Facts about the connection a request arrived on, set by the accept loop.
 #[derive(Debug, Clone)]
@@ -258,10 +263,15 @@ async fn route(
     if stepup::is_reserved(judged.path.decoded()) {
         return own_page(&su, &judged, query.as_deref(), out).await;
     }
-    // [API token: issue 5 slots in here, before the login guard.]
-    // One parameter read for the login guard and step-up; the body is read
-    // only where the app could find a login or an admin target in it.
-    let params = read_params(site, &judged, query.as_deref(), &mut out).await?;
+    // One parameter read for tokens, the login guard and step-up; the body
+    // is read only where the app could hide a login, a DocType or an admin
+    // target in it.
+    let token = token::presented(site, &out.parts.headers).map(str::to_owned);
+    let params = read_params(site, &judged, query.as_deref(), &mut out, token.is_some()).await?;
+    if let Some(text) = token {
+        return with_token(shared, conn, cx, &judged, out, params, &text).await;
+    }
+    token::refuse_direct(site, judged.path.decoded(), &out.parts.headers)?;
     let attempt = recognise_login(site, &judged, query.as_deref(), &out, params.as_ref())?;
     cx.user = attempt.as_ref().and_then(|a| a.user.clone());
     let guard = guard_cx(shared, &judged, cx);
@@ -285,6 +295,42 @@ async fn route(
     if stepped.is_some() && cx.user.is_none() {
         cx.user = stepped;
     }
+    scrub(site.app, anonymous, resp).await
+}
+
+/// An API token request: authenticated, authorised and given the upstream
+/// credential by the token layer, then forwarded. Tokens are scoped in ERP
+/// terms, so the login guard and step-up (browser concerns) do not apply.
+async fn with_token(
+    shared: &Shared,
+    conn: &ConnInfo,
+    cx: &mut RequestCx,
+    judged: &Judged<'_>,
+    mut out: Outgoing,
+    params: Option<Params>,
+    text: &str,
+) -> Result<Response<ResponseBody>, Denial> {
+    let site = &judged.site.site;
+    let request_id = cx.request_id.clone();
+    let tcx = token::TokenCx {
+        site,
+        cache: &shared.tokens,
+        store: &shared.store,
+        key: &shared.key,
+        audit: &shared.audit,
+        client: judged.client.addr,
+        request_id: &request_id,
+    };
+    let live = token::authenticate(&tcx, text).await?;
+    cx.user = Some(format!("token:{}", live.record.id));
+    let none = Params::default();
+    let params = params.as_ref().unwrap_or(&none);
+    let (method, headers) = (&out.parts.method, &out.parts.headers);
+    token::authorize(&tcx, &live, method, judged.path.decoded(), headers, params)?;
+    token::inject(&tcx, &live, &mut out.parts.headers)?;
+    stepup::cookie::strip_own(&mut out.parts.headers);
+    let anonymous = profile::is_anonymous(site.app, &out.parts.headers);
+    let resp = forward(conn, cx, judged, out).await?;
     scrub(site.app, anonymous, resp).await
 }
 
@@ -407,8 +453,9 @@ async fn read_params(
     judged: &Judged<'_>,
     query: Option<&str>,
     out: &mut Outgoing,
+    token: bool,
 ) -> Result<Option<Params>, Denial> {
-    let step_up = stepup::in_use(site);
+    let step_up = stepup::in_use(site) || token;
     if !site.login.enabled && !step_up {
         return Ok(None);
     }

@@ -107,6 +107,9 @@ pub(super) struct RawSite {
     pub(super) inspect_body_max: Option<ByteSize>,
     pub(super) login: Option<Spanned<RawLogin>>,
     pub(super) step_up: Option<Spanned<RawStepUp>>,
+    pub(super) api: Option<Spanned<RawApi>>,
+    #[serde(default)]
+    pub(super) credentials: BTreeMap<String, Spanned<RawCredential>>,
     #[serde(default)]
     pub(super) timeouts: RawTimeouts,
     #[serde(default)]
@@ -228,6 +231,22 @@ pub(super) struct RawStepUp {
     #[serde(default)]
     pub(super) extra_methods: Vec<Spanned<String>>,
     pub(super) totp: Option<Spanned<RawTotp>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApi {
+    pub(super) allow_direct_credentials: Option<bool>,
+    pub(super) token_header: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCredential {
+    pub(super) authorization_env: Option<String>,
+    pub(super) authorization_file: Option<std::path::PathBuf>,
+    /// Only read to refuse it: secrets never live in the config.
+    pub(super) authorization: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

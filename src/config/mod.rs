@@ -6,6 +6,7 @@
 //! is bound or written while loading: `erpguard check` and `erpguard run` share
 //! this exact code path.
 
+mod api;
 mod error;
 mod file;
 mod step_up;
@@ -135,6 +136,10 @@ pub struct Site {
     pub login: LoginPolicy,
     /// Step-up TOTP before administrative requests.
     pub step_up: StepUpPolicy,
+    /// API access: gateway-issued tokens and client-sent credentials.
+    pub api: ApiPolicy,
+    /// Upstream credentials tokens inject, by name.
+    pub credentials: std::collections::BTreeMap<String, Credential>,
     /// Upstream timeouts.
     pub timeouts: UpstreamTimeouts,
     /// Response headers the gateway adds.
@@ -260,6 +265,34 @@ pub struct StepUpPolicy {
     pub totp: crate::totp::Params,
     /// Admin paths, DocTypes and methods on top of the profile's.
     pub extra: crate::profile::admin::Extra,
+}
+
+/// `[site.api]`: how API callers authenticate.
+#[derive(Debug, Clone)]
+pub struct ApiPolicy {
+    /// Whether clients may send the app's own API credentials (ERPNext
+    /// `Authorization: token|Basic ...`, Akaunting HTTP Basic on `/api/`)
+    /// instead of an erpguard token.
+    pub allow_direct_credentials: bool,
+    /// A header that carries the erpguard token for clients that cannot set
+    /// `Authorization` (the value is the bare `eg_...` token).
+    pub token_header: Option<HeaderName>,
+}
+
+/// An upstream credential: the whole `Authorization` value erpguard sets
+/// toward the app for a token. Never printed: `Debug` shows only its source.
+#[derive(Clone)]
+pub struct Credential {
+    /// Where it was read from, for messages.
+    pub source: String,
+    /// The header value (marked sensitive).
+    pub value: HeaderValue,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credential({})", self.source)
+    }
 }
 
 /// The policy for users without a TOTP enrolment.

@@ -53,6 +53,12 @@ pub(super) struct Cx<'a> {
 }
 
 impl Cx<'_> {
+    /// The directory relative paths in the config are resolved from (the
+    /// working directory, as for every other path).
+    pub(super) fn file(&self) -> &Path {
+        self.path
+    }
+
     pub(super) fn err(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
         ConfigError::at(self.path, self.text, span, message)
     }
@@ -203,6 +209,8 @@ fn site(cx: &Cx<'_>, span: Range<usize>, raw: RawSite) -> Result<Site, ConfigErr
         inspect_body_max: raw.inspect_body_max.map_or(DEFAULT_INSPECT_MAX, |b| b.0),
         login: login(cx, &name, app, raw.login)?,
         step_up: super::step_up::step_up(cx, &name, app, raw.step_up)?,
+        api: super::api::api(cx, raw.api)?,
+        credentials: super::api::credentials(cx, &name, raw.credentials)?,
         timeouts: timeouts(&raw.timeouts),
         headers: security_headers(cx, raw.headers)?,
         rules: rules(cx, raw.rules)?,

@@ -67,12 +67,7 @@ pub fn check_access(
     trace: &mut Trace,
 ) -> Result<Access, Denial> {
     if !site.allow.permits(client) {
-        trace.note(|| {
-            format!(
-                "site allow list: {client} is not in {} → deny",
-                site.allow
-            )
-        });
+        trace.note(|| format!("site allow list: {client} is not in {} → deny", site.allow));
         return Err(Denial::SiteAllowlist);
     }
     trace.note(|| format!("site allow list: {client} is in {}", site.allow));

@@ -293,6 +293,44 @@ fn rpc_candidates(segs: &[&str], params: &Params) -> Vec<String> {
     names
 }
 
+/// Every RPC method name Frappe might run for this ERPNext request (see
+/// `rpc_candidates`); empty when the request is not an RPC.
+pub(crate) fn erpnext_rpc_methods(path: &str, params: &Params) -> Vec<String> {
+    rpc_candidates(&segments(path), params)
+}
+
+/// Every DocType the request's parameters name (plain DocType parameters and
+/// the DocType keys of JSON documents), trimmed; `Err` when a document
+/// parameter's JSON does not parse (nothing can then be cleared).
+pub(crate) fn erpnext_named_doctypes(params: &Params) -> Result<Vec<String>, ()> {
+    let mut out: Vec<String> = DOCTYPE_PARAMS
+        .iter()
+        .filter_map(|p| params.get(p))
+        .map(|d| d.trim().to_owned())
+        .filter(|d| !d.is_empty())
+        .collect();
+    for param in DOCUMENT_PARAMS {
+        let Some(raw) = params.get(param).map(str::trim).filter(|r| !r.is_empty()) else {
+            continue;
+        };
+        let value: Value = serde_json::from_str(raw).map_err(|_| ())?;
+        collect_doctypes(&value, &mut out);
+    }
+    Ok(out)
+}
+
+fn collect_doctypes(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::String(name) => out.push(name.trim().to_owned()),
+        Value::Array(items) => items.iter().for_each(|i| collect_doctypes(i, out)),
+        Value::Object(map) => DOCUMENT_KEYS
+            .iter()
+            .filter_map(|k| map.get(*k)?.as_str())
+            .for_each(|d| out.push(d.trim().to_owned())),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
 /// (c) A document function whose parameters name an admin DocType (§6, §8 c).
 fn rpc_doctype(candidates: &[String], params: &Params, extra: &Extra) -> Option<AdminReason> {
     let function = candidates.iter().find(|m| is_document_function(m))?;

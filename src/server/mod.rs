@@ -42,6 +42,8 @@ pub struct Shared {
     pub store: Arc<dyn StateStore>,
     /// The gateway's secret key.
     pub key: SecretKey,
+    /// Every API token, kept in step with the store.
+    pub tokens: Arc<crate::token::cache::TokenCache>,
     /// The config file being served (and watched).
     pub config_path: PathBuf,
     /// The port the HTTPS listener actually bound (config may say 0).
@@ -88,6 +90,10 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let rt = Runtime::build(config, 1)?;
     let metrics = Metrics::new();
     metrics.certificates(resolver.current().info());
+    let tokens = Arc::new(crate::token::cache::TokenCache::default());
+    tokens
+        .refresh(&*store, &audit)
+        .map_err(|e| RunError::Startup(format!("cannot load API tokens: {e}")))?;
     let shared = Arc::new(Shared {
         runtime: ArcSwap::from_pointee(rt),
         resolver,
@@ -95,6 +101,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         metrics,
         store,
         key,
+        tokens,
         config_path,
         https_port: std::sync::OnceLock::new(),
         generation: AtomicU64::new(1),
@@ -134,6 +141,39 @@ async fn sweep(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
         for site in &shared.runtime.load().sites {
             site.guard.trim();
+        }
+    }
+}
+
+/// Keeps the token cache in step with the store (revocations within a
+/// second) and writes use counts in batches; a last flush at shutdown.
+async fn follow_tokens(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    use crate::token::cache::{FLUSH_EVERY, REFRESH_EVERY};
+    let mut tick = tokio::time::interval(REFRESH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let flush_every = (FLUSH_EVERY.as_millis() / REFRESH_EVERY.as_millis()).max(1);
+    let mut n: u128 = 0;
+    loop {
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            _ = stop.changed() => true,
+        };
+        n += 1;
+        let s = shared.clone();
+        let flush = stopping || n.is_multiple_of(flush_every);
+        let done = tokio::task::spawn_blocking(move || {
+            s.tokens.refresh(&*s.store, &s.audit)?;
+            if flush {
+                s.tokens.flush(&*s.store, &s.audit)?;
+            }
+            Ok::<(), crate::store::StoreError>(())
+        })
+        .await;
+        if let Ok(Err(e)) = done {
+            tracing::error!(error = %e, "API tokens could not be refreshed from the store");
+        }
+        if stopping {
+            return;
         }
     }
 }
@@ -184,6 +224,7 @@ async fn serve(
     let _ = shared.https_port.set(https_addr.port());
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(sweep(shared.clone(), stop_rx.clone()));
+    tokio::spawn(follow_tokens(shared.clone(), stop_rx.clone()));
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(crate::reload::watch(
         shared.clone(),

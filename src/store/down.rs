@@ -97,3 +97,27 @@ impl StepUpStore for Down {
         down()
     }
 }
+
+impl super::TokenStore for Down {
+    fn put_token(&self, _: &super::TokenRecord) -> Result<(), StoreError> {
+        down()
+    }
+    fn token(&self, _: &str) -> Result<Option<super::TokenRecord>, StoreError> {
+        down()
+    }
+    fn tokens(&self, _: Option<&str>) -> Result<Vec<super::TokenRecord>, StoreError> {
+        down()
+    }
+    fn revoke_token(&self, _: &str, _: SystemTime) -> Result<bool, StoreError> {
+        down()
+    }
+    fn rotate_token(&self, _: &str, _: &str, _: SystemTime) -> Result<bool, StoreError> {
+        down()
+    }
+    fn record_use(&self, _: &str, _: u64, _: SystemTime) -> Result<(), StoreError> {
+        down()
+    }
+    fn token_version(&self) -> Result<i64, StoreError> {
+        down()
+    }
+}

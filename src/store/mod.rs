@@ -35,8 +35,10 @@
 pub mod down;
 pub mod sqlite;
 pub mod stepup;
+pub mod tokens;
 
 pub use stepup::{Binding, EnrolLink, Enrolment, EnrolmentInfo, Grant, StepUpStore};
+pub use tokens::{TokenRecord, TokenStore};
 
 use std::fmt;
 use std::net::IpAddr;
@@ -363,10 +365,10 @@ pub enum StoreError {
 }
 
 /// Durable failure counters and lockouts, plus the step-up state
-/// ([`StepUpStore`]). See the module docs for the promises.
+/// ([`StepUpStore`]) and API tokens ([`TokenStore`]). See the module docs for the promises.
 ///
 /// Calls block on I/O; async callers run them in `spawn_blocking`.
-pub trait StateStore: StepUpStore + Send + Sync + 'static {
+pub trait StateStore: StepUpStore + TokenStore + Send + Sync + 'static {
     /// Atomically counts one failure and returns the resulting state.
     /// Concurrent calls for one key never lose an increment and never let more
     /// than `threshold` failures through before the lock (the lock is created

@@ -49,7 +49,7 @@ const WARN_EVERY_MS: i64 = 60_000;
 /// Schema migrations: entry `i` takes a file from `user_version` `i` to `i + 1`.
 ///
 /// To change the schema, append an entry; never edit one that has shipped.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, stepup::MIGRATION_2];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, stepup::MIGRATION_2, tokens::MIGRATION_3];
 
 // `expires` is when the row stops mattering under the policy it was last
 // written with (see `Record::expires`); `touched` orders eviction. The
@@ -100,6 +100,7 @@ struct Inner {
 }
 
 mod stepup;
+mod tokens;
 
 // Rate-limits the warning about evicting active locks.
 #[derive(Debug, Default)]
@@ -1231,17 +1232,17 @@ mod tests {
         assert_eq!(
             raw.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
                 .unwrap(),
-            2
+            3
         );
-        raw.pragma_update(None, "user_version", 3).unwrap();
+        raw.pragma_update(None, "user_version", 4).unwrap();
         drop(raw);
         let err = SqliteStore::open(&path, 10).unwrap_err();
         assert!(
             matches!(
                 err,
                 StoreError::SchemaTooNew {
-                    found: 3,
-                    known: 2,
+                    found: 4,
+                    known: 3,
                     ..
                 }
             ),
