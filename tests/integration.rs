@@ -14,3 +14,4 @@ mod proxy;
 mod reload;
 mod spray;
 mod step_up;
+mod tokens;

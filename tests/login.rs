@@ -11,6 +11,9 @@ use crate::support::{Ca, Gateway, RawResponse, base_config};
 /// what the tests see, unless a test sets its own.
 const POLICY: &str = "[site.login]\nper_ip = \"1000/min\"\nlockout_after = 5\nuser_lockout_after = 8\napi_lockout_after = 10\n";
 
+/// Lets clients send the app's own API credentials (refused by default).
+const DIRECT: &str = "[site.api]\nallow_direct_credentials = true\n";
+
 pub fn app_site(
     app: &str,
     upstream: &str,
@@ -372,7 +375,7 @@ mod erpnext {
     #[tokio::test]
     async fn api_credential_failures_are_limited_per_ip() {
         let emu = Emulator::start().await;
-        let gw = start("erpnext", &emu.url(), POLICY);
+        let gw = start("erpnext", &emu.url(), &format!("{POLICY}{DIRECT}"));
         for i in 0..10 {
             let r = gw.raw("erp.test", &format!("GET /api/resource/Item HTTP/1.1\r\nHost: erp.test\r\nAuthorization: token k1:bad{i}\r\nConnection: close\r\n\r\n")).await;
             assert_eq!(r.status, 401);
@@ -714,7 +717,7 @@ Cookie: akaunting_session={session}\r\nX-Requested-With: XMLHttpRequest\r\n{extr
     #[tokio::test]
     async fn api_basic_401s_are_limited() {
         let emu = Emulator::start().await;
-        let gw = start("akaunting", &emu.url(), POLICY);
+        let gw = start("akaunting", &emu.url(), &format!("{POLICY}{DIRECT}"));
         use base64::Engine as _;
         for i in 0..10 {
             let cred = base64::engine::general_purpose::STANDARD

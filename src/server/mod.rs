@@ -92,7 +92,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     metrics.certificates(resolver.current().info());
     let tokens = Arc::new(crate::token::cache::TokenCache::default());
     tokens
-        .refresh(&*store, &audit)
+        .refresh(&*store, Some(&audit))
         .map_err(|e| RunError::Startup(format!("cannot load API tokens: {e}")))?;
     let shared = Arc::new(Shared {
         runtime: ArcSwap::from_pointee(rt),
@@ -162,7 +162,7 @@ async fn follow_tokens(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         let s = shared.clone();
         let flush = stopping || n.is_multiple_of(flush_every);
         let done = tokio::task::spawn_blocking(move || {
-            s.tokens.refresh(&*s.store, &s.audit)?;
+            s.tokens.refresh(&*s.store, Some(&s.audit))?;
             if flush {
                 s.tokens.flush(&*s.store, &s.audit)?;
             }

@@ -142,7 +142,13 @@ impl TokenCache {
 
     /// Reloads the tokens if the store's version changed; returns whether it
     /// did. Blocking: run it off the async workers.
-    pub fn refresh(&self, store: &dyn StateStore, audit: &AuditLog) -> Result<bool, StoreError> {
+    /// `audit` receives the aggregated use lines of counts written on the
+    /// way; `None` writes them to the store only.
+    pub fn refresh(
+        &self,
+        store: &dyn StateStore,
+        audit: Option<&AuditLog>,
+    ) -> Result<bool, StoreError> {
         let version = store.token_version()?;
         let checked = now_ms();
         if version == self.version.load(Ordering::Acquire) {
@@ -151,7 +157,10 @@ impl TokenCache {
         }
         // Counts gathered under the old records are written first, so that
         // swapping the map never loses a use.
-        self.flush(store, audit)?;
+        match audit {
+            Some(audit) => self.flush(store, audit)?,
+            None => drop(self.flush_uses(store)?),
+        }
         let old = self.tokens.load_full();
         let mut map = HashMap::new();
         for record in store.tokens(None)? {

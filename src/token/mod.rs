@@ -40,6 +40,7 @@ use crate::store::{Key, LockPolicy, StateStore};
 use cache::{LiveToken, TokenCache};
 
 const HASH_DOMAIN: &str = "erpguard api token v1";
+const UNKNOWN: &str = "unknown token";
 
 /// A newly made token: the full text (shown once) and its parts.
 pub struct NewToken {
@@ -90,7 +91,7 @@ pub struct TokenCx<'a> {
     /// The site.
     pub site: &'a Site,
     /// The live tokens.
-    pub cache: &'a TokenCache,
+    pub cache: &'a Arc<TokenCache>,
     /// The durable store (abuse counters).
     pub store: &'a Arc<dyn StateStore>,
     /// The gateway key.
@@ -161,7 +162,15 @@ pub async fn authenticate(cx: &TokenCx<'_>, text: &str) -> Result<Arc<LiveToken>
             retry_after: lock.until.duration_since(now).unwrap_or_default(),
         });
     }
-    match verify(cx, text, now) {
+    let mut verdict = verify(cx, text, now);
+    if verdict.as_ref().err() == Some(&UNKNOWN) {
+        // Made moments ago by the CLI or another gateway? One version check
+        // (and a reload if it changed) before calling it unknown.
+        let cache = cx.cache.clone();
+        blocking(cx, move |s| cache.refresh(s, None)).await?;
+        verdict = verify(cx, text, now);
+    }
+    match verdict {
         Ok(token) => Ok(token),
         Err(why) => {
             invalid(cx, key, why, now).await?;
@@ -173,7 +182,7 @@ pub async fn authenticate(cx: &TokenCx<'_>, text: &str) -> Result<Arc<LiveToken>
 /// The live token `text` names, if its secret is right and it is in force.
 fn verify(cx: &TokenCx<'_>, text: &str, now: SystemTime) -> Result<Arc<LiveToken>, &'static str> {
     let (id, secret) = split(text).ok_or("malformed token")?;
-    let token = cx.cache.get(id).ok_or("unknown token")?;
+    let token = cx.cache.get(id).ok_or(UNKNOWN)?;
     let presented = hash(cx.key, id, secret);
     let rec = &token.record;
     let current: bool = presented.as_bytes().ct_eq(rec.hash.as_bytes()).into();
