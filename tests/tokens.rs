@@ -287,7 +287,7 @@ mod erpnext {
         let good = create(&gw, &["--scope", "Item:read"]);
         let (id, _) = good.trim_start_matches("eg_").split_once('_').unwrap();
         for i in 0..10 {
-            let forged = format!("eg_{id}_{}", format!("{i:0>43}"));
+            let forged = format!("eg_{id}_{i:0>43}");
             let r = gw
                 .raw(
                     "erp.test",
