@@ -70,6 +70,59 @@ pub fn run(config_path: &Path, args: &ExplainArgs) -> u8 {
 }
 
 /// The login guard's view of the request: what it recognises and which counters apply.
+/// The token verdict, when the request presents an erpguard token: looked up
+/// in the store (without its secret, which explain cannot check) and its
+/// scope applied to the request.
+fn token_lines(rt: &Runtime, j: &stack::Judged<'_>, d: &Described) -> Option<String> {
+    let site = &j.site.site;
+    let text = crate::token::presented(site, &d.headers)?;
+    let mut out = String::new();
+    let Some((id, _)) = crate::token::split(text) else {
+        out.push_str("  - API token: malformed\ndecision: unauthenticated → HTTP 401\n");
+        return Some(out);
+    };
+    let record = existing_store(rt).and_then(|s| s.token(id).ok().flatten());
+    let Some(record) = record.filter(|r| r.site == site.name) else {
+        out.push_str(&format!("  - API token {id}: not in the store for this site\ndecision: unauthenticated → HTTP 401\n"));
+        return Some(out);
+    };
+    out.push_str(&format!(
+        "  - API token {id} ({:?}): scopes {}; credential {}; the secret, expiry, networks and rate are checked when served\n",
+        record.name,
+        record.scopes.join(" "),
+        record.credential
+    ));
+    let view = RequestView {
+        method: &d.method,
+        path: j.path.decoded(),
+        query: d.uri.query(),
+        headers: &d.headers,
+    };
+    let body: &[u8] = if profile::needs_body(site.app, &view) {
+        &d.body
+    } else {
+        b""
+    };
+    let verdict = profile::params(site.app, &view, body)
+        .map_err(|e| format!("unreadable parameters ({e})"))
+        .and_then(|params| {
+            crate::token::scope::parse(&record.scopes)?.check(
+                site.app,
+                &d.method,
+                j.path.decoded(),
+                &d.headers,
+                &params,
+            )
+        });
+    match verdict {
+        Ok(()) => out.push_str("decision: token-scoped → forwarded with the token's credential\n"),
+        Err(missing) => out.push_str(&format!(
+            "decision: deny → HTTP 403 (outside the token's scope: needs {missing})\n"
+        )),
+    }
+    Some(out)
+}
+
 /// The step-up verdict, when the request is administrative.
 fn step_up_line(j: &stack::Judged<'_>, d: &Described) -> Option<String> {
     let site = &j.site.site;
@@ -162,8 +215,8 @@ fn login_lines(
         let (lock_note, is_locked) = current_lock(store.as_deref(), &key);
         locked |= is_locked;
         out.push_str(&format!(
-            "    counter {:?} {:?}: locked after {} failures within {}; lock {} doubling up to {}{}\n",
-            key.scope,
+            "    counter {} {:?}: locked after {} failures within {}; lock {} doubling up to {}{}\n",
+            key.scope.as_str(),
             key.subject,
             lp.threshold,
             humantime::format_duration(lp.window),
@@ -305,10 +358,18 @@ fn explain(rt: &Runtime, d: &Described, default_ip: bool) -> String {
                     format!("{name} lets it through with a step-up grant")
                 }
             };
+            if crate::stepup::is_reserved(j.path.decoded()) {
+                out.push_str("decision: erpguard page (the /.erpguard/ prefix is served by erpguard itself and never forwarded)\n");
+                return out;
+            }
             out.push_str(&format!(
                 "forwarded as: {} {}{}\n",
                 d.method, j.site.site.upstream.url, j.path_and_query
             ));
+            if let Some(lines) = token_lines(rt, &j, d) {
+                out.push_str(&lines);
+                return out;
+            }
             if let Some(line) = step_up_line(&j, d) {
                 out.push_str(&line);
                 return out;

@@ -118,6 +118,53 @@ fn site_summary(out: &mut String, site: &Site, certs: &CertStore) {
     } else {
         let _ = writeln!(out, "  login: guard off");
     }
+    let su = &site.step_up;
+    match (su.enabled, crate::stepup::in_use(site)) {
+        (true, _) => {
+            let _ = writeln!(
+                out,
+                "  step-up: on for the {:?} profile's admin requests; grant {}; unenrolled users {}; lock after {} wrong codes for {}",
+                site.app,
+                humantime::format_duration(su.ttl),
+                match su.unenrolled {
+                    crate::config::Unenrolled::Deny => "refused",
+                    crate::config::Unenrolled::Allow => "let through (audited)",
+                },
+                su.max_failures,
+                humantime::format_duration(su.lockout),
+            );
+        }
+        (false, true) => {
+            let _ = writeln!(out, "  step-up: only on step_up rules");
+        }
+        (false, false) => {
+            let _ = writeln!(out, "  step-up: off");
+        }
+    }
+    let creds: Vec<String> = site
+        .credentials
+        .iter()
+        .map(|(name, c)| format!("{name} ({})", c.source))
+        .collect();
+    let _ = writeln!(
+        out,
+        "  api: erpguard tokens{}; the app's own credentials from clients {}; credentials: {}",
+        site.api
+            .token_header
+            .as_ref()
+            .map(|h| format!(" (also in {h})"))
+            .unwrap_or_default(),
+        if site.api.allow_direct_credentials {
+            "allowed"
+        } else {
+            "refused"
+        },
+        if creds.is_empty() {
+            "none".to_owned()
+        } else {
+            creds.join(", ")
+        }
+    );
     if site.rules.is_empty() {
         let _ = writeln!(
             out,

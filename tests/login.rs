@@ -774,12 +774,12 @@ mod operator {
             "{out}"
         );
         assert!(
-            out.contains("counter User \"alice@example.com\": locked after 8 failures"),
+            out.contains("counter user \"alice@example.com\": locked after 8 failures"),
             "{out}"
         );
         assert!(
             out.contains(
-                "counter UserIp \"alice@example.com|192.0.2.10\": locked after 5 failures"
+                "counter user_ip \"alice@example.com|192.0.2.10\": locked after 5 failures"
             ),
             "{out}"
         );

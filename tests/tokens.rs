@@ -448,3 +448,58 @@ mod akaunting {
         assert_eq!(gw.raw("erp.test", &direct).await.status, 401);
     }
 }
+
+mod operator {
+    use super::*;
+    use crate::support::erpnext::Emulator;
+
+    #[tokio::test]
+    async fn check_refuses_literal_secrets_and_explain_applies_a_tokens_scope() {
+        let emu = Emulator::start().await;
+        let gw = start("erpnext", &emu.url(), ERP_CRED, "");
+        let token = create(&gw, &["--scope", "Item:read"]);
+        let explain = |path: &str| {
+            let (code, out, err) = cli(
+                gw.dir.path(),
+                &gw.config,
+                &[
+                    "explain",
+                    "GET",
+                    &format!("https://erp.test{path}"),
+                    "--ip",
+                    "127.0.0.1",
+                    "--header",
+                    &format!("Authorization: Bearer {token}"),
+                ],
+            );
+            assert_eq!(code, 0, "{err}");
+            out
+        };
+        assert!(explain("/api/resource/Item").contains("decision: token-scoped"));
+        assert!(explain("/api/resource/User").contains("needs User:read"));
+
+        let text = std::fs::read_to_string(&gw.config).unwrap();
+        let literal = text.replace(
+            "[site.credentials.sync]\n",
+            "[site.credentials.sync]\nauthorization = \"token k1:s1\"\n",
+        );
+        let path = gw.dir.path().join("literal.toml");
+        std::fs::write(&path, literal).unwrap();
+        let (code, out, err) = cli(gw.dir.path(), &path, &["check"]);
+        assert_eq!(code, 64, "{out}");
+        assert!(err.contains("literal secret"), "{err}");
+        assert!(
+            !err.contains("k1:s1"),
+            "the error does not echo the secret: {err}"
+        );
+
+        let generic = text
+            .replace("app = \"erpnext\"", "app = \"generic\"")
+            .replace("[site.login]\nper_ip = \"1000/min\"\n", "")
+            + "\n[[site.rule]]\npaths = [\"/admin*\"]\naction = \"step_up\"\n";
+        std::fs::write(&path, generic).unwrap();
+        let (code, _, err) = cli(gw.dir.path(), &path, &["check"]);
+        assert_eq!(code, 64);
+        assert!(err.contains("login guard is off"), "{err}");
+    }
+}

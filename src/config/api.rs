@@ -64,8 +64,15 @@ pub(super) fn credentials(
                 .hint("use 1-64 characters of a-z, A-Z, 0-9, '-' and '_'"));
         }
         if let Some(literal) = raw.authorization {
-            return Err(cx
-                .err(literal.span(), format!("site {site:?}: credential {name:?} holds a literal secret"))
+            // Position only: the usual source snippet would print the secret.
+            let pos = cx.pos(literal.span());
+            return Err(ConfigError::whole(
+                cx.file(),
+                format!(
+                    "line {}: site {site:?}: credential {name:?} holds a literal secret (not shown)",
+                    pos.line
+                ),
+            )
                 .hint("secrets never live in the config: write authorization_env = \"VAR\" or authorization_file = \"/path\" holding the whole Authorization value"));
         }
         let (source, text) = match (raw.authorization_env, raw.authorization_file) {

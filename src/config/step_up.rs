@@ -37,7 +37,7 @@ pub(super) fn step_up(
             paths: paths(cx, &raw.extra_paths)?,
         },
     };
-    if policy.ttl.is_zero() || policy.ttl > Duration::from_secs(24 * 3600) {
+    if policy.ttl < Duration::from_secs(1) || policy.ttl > Duration::from_secs(24 * 3600) {
         return Err(cx
             .err(
                 span,
@@ -53,7 +53,10 @@ fn unenrolled(cx: &Cx<'_>, raw: Option<&Spanned<String>>) -> Result<Unenrolled, 
         None | Some(("deny", _)) => Ok(Unenrolled::Deny),
         Some(("allow", _)) => Ok(Unenrolled::Allow),
         Some((other, span)) => Err(cx
-            .err(span, format!("unknown step_up.unenrolled value {other:?}"))
+            .err(
+                span,
+                format!("unknown step_up.unenrolled value {other:?} (in a [site.step_up] table)"),
+            )
             .hint("write \"deny\" (the default) or \"allow\" (audited, for a rollout)")),
     }
 }
@@ -114,8 +117,13 @@ fn methods(cx: &Cx<'_>, raw: &[Spanned<String>]) -> Result<Vec<String>, ConfigEr
     raw.iter()
         .map(|m| {
             let name = m.get_ref();
-            let ok = !name.is_empty()
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._*".contains(&b));
+            // The three forms admin.rs matches: exact, `prefix.*`, `*.suffix`.
+            let core = name
+                .strip_suffix(".*")
+                .or_else(|| name.strip_prefix("*."))
+                .unwrap_or(name);
+            let ok = !core.is_empty()
+                && core.bytes().all(|b| b.is_ascii_alphanumeric() || b"._".contains(&b));
             match ok {
                 true => Ok(name.clone()),
                 false => Err(cx

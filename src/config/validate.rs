@@ -63,7 +63,7 @@ impl Cx<'_> {
         ConfigError::at(self.path, self.text, span, message)
     }
 
-    fn pos(&self, span: Range<usize>) -> Pos {
+    pub(super) fn pos(&self, span: Range<usize>) -> Pos {
         Pos::of(self.text, span.start)
     }
 }
@@ -194,8 +194,8 @@ fn site(cx: &Cx<'_>, span: Range<usize>, raw: RawSite) -> Result<Site, ConfigErr
         cx.err(span.clone(), format!("site {name:?} has no `app`"))
             .hint("write app = \"erpnext\", \"akaunting\" or \"generic\"")
     })?;
-    let allow = allow(cx, &name, span, raw.allow)?;
-    Ok(Site {
+    let allow = allow(cx, &name, span.clone(), raw.allow)?;
+    let site = Site {
         hosts: hosts(cx, &raw.hosts)?,
         app,
         upstream: upstream(cx, &raw.upstream)?,
@@ -215,7 +215,30 @@ fn site(cx: &Cx<'_>, span: Range<usize>, raw: RawSite) -> Result<Site, ConfigErr
         headers: security_headers(cx, raw.headers)?,
         rules: rules(cx, raw.rules)?,
         name,
-    })
+    };
+    step_up_needs_login(cx, span, &site)?;
+    Ok(site)
+}
+
+/// Step-up learns who owns a session from the logins the login guard sees;
+/// without it no session has a user and every step-up would be a refusal.
+fn step_up_needs_login(cx: &Cx<'_>, span: Range<usize>, site: &Site) -> Result<(), ConfigError> {
+    let rule = site.rules.iter().any(|r| r.action == RuleAction::StepUp);
+    if site.login.enabled || !(site.step_up.enabled || rule) {
+        return Ok(());
+    }
+    let name = &site.name;
+    let hint = match site.app {
+        AppKind::Generic => {
+            "step-up needs an app profile that knows the login: use app = \"erpnext\" or \"akaunting\", or action = \"deny\" / an `allow` list instead"
+        }
+        _ => {
+            "enable [site.login] (the default), or write [site.step_up] enabled = false and drop step_up rules"
+        }
+    };
+    Err(cx
+        .err(span, format!("site {name:?}: step-up is on but the login guard is off, so no session could ever be tied to a user"))
+        .hint(hint))
 }
 
 fn site_name(cx: &Cx<'_>, raw: &Spanned<String>) -> Result<String, ConfigError> {

@@ -244,12 +244,12 @@ fn remaining(until: SystemTime, now: SystemTime) -> Duration {
 
 fn audit_lock(cx: &GuardCx<'_>, attempt: &Attempt, key: &Key, until: SystemTime, now: SystemTime) {
     let secs = remaining(until, now).as_secs();
-    tracing::warn!(site = cx.site, user = attempt.user.as_deref(), client = %cx.client, scope = ?key.scope, secs, "lockout");
+    tracing::warn!(site = cx.site, user = attempt.user.as_deref(), client = %cx.client, scope = key.scope.as_str(), secs, "lockout");
     let mut ev = AuditEvent::new("login_locked")
         .site(cx.site)
         .client_ip(cx.client)
         .request_id(cx.request_id)
-        .reason(format!("{:?} lockout for {secs}s", key.scope));
+        .reason(format!("{} lockout for {secs}s", key.scope));
     if let Some(user) = &attempt.user {
         ev = ev.user(user.clone());
     }

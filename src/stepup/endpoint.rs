@@ -94,7 +94,7 @@ async fn challenge_page(
 ) -> Result<Response<ResponseBody>, Denial> {
     let back = super::safe_return(query_param(req.query, "return").as_deref());
     let binding = session_or_login(cx, req.headers, &back).await?;
-    if let Some(resp) = not_ready(cx, &binding).await? {
+    if let Some(resp) = not_ready(cx, &binding, &back).await? {
         return Ok(resp);
     }
     let csrf = csrf_token(cx, &binding, SystemTime::now());
@@ -110,6 +110,7 @@ async fn challenge_page(
 async fn not_ready(
     cx: &StepUpCx<'_>,
     binding: &Binding,
+    back: &str,
 ) -> Result<Option<Response<ResponseBody>>, Denial> {
     let (site, user) = (cx.site.name.clone(), binding.user.clone());
     let enrolled = cx
@@ -119,7 +120,7 @@ async fn not_ready(
     if !enrolled {
         return Ok(Some(match cx.site.step_up.unenrolled {
             Unenrolled::Deny => not_enrolled(),
-            Unenrolled::Allow => redirect("/", None),
+            Unenrolled::Allow => redirect(back, None),
         }));
     }
     let key = Key::step_up(&cx.site.name, &binding.user);
@@ -258,6 +259,10 @@ async fn enrol_post(
     }
     let code = form_param(&req.body, "code").unwrap_or_default();
     let now = SystemTime::now();
+    let key = Key::step_up(&cx.site.name, &binding.user);
+    if let Some(lock) = cx.store(move |s| s.lock(&key, now)).await? {
+        return Ok(locked(lock.until.duration_since(now).unwrap_or_default()));
+    }
     let unix = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let Ok(step) = totp::verify(&secret, &code, unix, &cx.site.step_up.totp, None) else {
         let key = Key::step_up(&cx.site.name, &binding.user);

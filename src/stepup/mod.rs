@@ -369,8 +369,9 @@ pub fn is_logout(app: AppKind, method: &Method, path: &str, params: &Params) -> 
         AppKind::Akaunting => {
             let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
             *method == Method::GET
-                && matches!(segs.as_slice(), [cid, area, "logout"]
+                && matches!(segs.as_slice(), [cid, area, last]
                     if cid.bytes().all(|b| b.is_ascii_digit())
+                        && last.eq_ignore_ascii_case("logout")
                         && (area.eq_ignore_ascii_case("auth") || area.eq_ignore_ascii_case("portal")))
         }
         AppKind::Generic => false,
