@@ -442,9 +442,29 @@ fn method_matches(pattern: &str, name: &str) -> bool {
     !pattern.is_empty() && name == pattern
 }
 
+/// The built-in admin DocTypes by folded name (see [`same_doctype`]): one
+/// hash lookup per named DocType instead of a folding scan of the whole list,
+/// which showed in profiles of form posts.
+static BUILT_IN: std::sync::LazyLock<std::collections::HashMap<String, &'static str>> =
+    std::sync::LazyLock::new(|| {
+        ERPNEXT_ADMIN_DOCTYPES
+            .iter()
+            .map(|dt| (fold(dt).collect(), *dt))
+            .collect()
+    });
+
 /// The admin DocType (as listed) that `name` names, if any.
 fn admin_doctype<'a>(name: &str, extra: &'a Extra) -> Option<&'a str> {
-    all_doctypes(extra).find(|dt| same_doctype(name, dt))
+    let folded: String = fold(name).collect();
+    if let Some(dt) = BUILT_IN.get(&folded) {
+        return Some(dt);
+    }
+    extra
+        .doctypes
+        .iter()
+        .map(String::as_str)
+        .filter(|d| !d.trim().is_empty())
+        .find(|dt| same_doctype(name, dt))
 }
 
 fn all_doctypes(extra: &Extra) -> impl Iterator<Item = &str> + Clone {
