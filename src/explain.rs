@@ -110,6 +110,7 @@ fn token_lines(rt: &Runtime, j: &stack::Judged<'_>, d: &Described) -> Option<Str
                 site.app,
                 &d.method,
                 j.path.decoded(),
+                d.uri.query(),
                 &d.headers,
                 &params,
             )

@@ -326,7 +326,16 @@ async fn with_token(
     let none = Params::default();
     let params = params.as_ref().unwrap_or(&none);
     let (method, headers) = (&out.parts.method, &out.parts.headers);
-    token::authorize(&tcx, &live, method, judged.path.decoded(), headers, params)?;
+    let query = judged.path_and_query.split_once('?').map(|(_, q)| q);
+    token::authorize(
+        &tcx,
+        &live,
+        method,
+        judged.path.decoded(),
+        query,
+        headers,
+        params,
+    )?;
     token::inject(&tcx, &live, &mut out.parts.headers)?;
     stepup::cookie::strip_own(&mut out.parts.headers);
     let anonymous = profile::is_anonymous(site.app, &out.parts.headers);
@@ -465,7 +474,16 @@ async fn read_params(
         query,
         headers: &out.parts.headers,
     };
-    let body = match profile::needs_body(site.app, &view) {
+    // A token's scope (an Akaunting company in the body, too) needs every
+    // parameter the app could read.
+    let token_body = token
+        && matches!(
+            crate::params::body_kind(&out.parts.headers, 1),
+            crate::params::BodyKind::Json
+                | crate::params::BodyKind::UrlEncoded
+                | crate::params::BodyKind::Multipart { .. }
+        );
+    let body = match token_body || profile::needs_body(site.app, &view) {
         true => buffer_body(out, site.inspect_body_max).await?,
         // Ordinary traffic on a site without step-up: no parameter parse at all.
         false if !step_up && !profile::may_be_attempt(site.app, &view) => return Ok(None),

@@ -189,6 +189,21 @@ fn create(env: &Env, a: &CreateArgs) -> Result<(), u8> {
         )));
     }
     super::scope::parse(&a.scopes).map_err(usage)?;
+    let company = a.scopes.iter().any(|s| s.trim().starts_with("company:"));
+    if company && site.app != crate::config::AppKind::Akaunting {
+        return Err(usage(
+            "company: scopes exist for Akaunting sites only".to_owned(),
+        ));
+    }
+    let by_name = a.scopes.iter().any(|s| {
+        let s = s.trim();
+        !s.starts_with("path:") && !s.starts_with("company:")
+    });
+    if by_name && site.app == crate::config::AppKind::Generic {
+        return Err(usage(
+            "a generic site knows no DocTypes or resources: use path: scopes".to_owned(),
+        ));
+    }
     if let Some(rate) = &a.rate {
         crate::config::values::parse_rate(rate).map_err(|e| usage(format!("--rate: {e}")))?;
     }
@@ -389,12 +404,12 @@ pub fn report(config_path: &Path, a: &ReportArgs) -> u8 {
         return EXIT_OK;
     }
     println!(
-        "{:<16} {:<10} {:<20} {:<14} {:<21} {:<21} {:>7}  {:<18} SCOPES",
+        "{:<16} {:<10} {:<20} {:<24} {:<21} {:<21} {:>7}  {:<26} SCOPES",
         "ID", "SITE", "NAME", "OWNER", "LAST USED", "EXPIRES", "USES", "FLAGS"
     );
     for (t, flags) in &rows {
         println!(
-            "{:<16} {:<10} {:<20} {:<14} {:<21} {:<21} {:>7}  {:<18} {}",
+            "{:<16} {:<10} {:<20} {:<24} {:<21} {:<21} {:>7}  {:<26} {}",
             t.id,
             t.site,
             t.name,
@@ -429,7 +444,7 @@ fn flags(t: &TokenRecord, now: SystemTime, a: &ReportArgs) -> Vec<&'static str> 
     {
         flags.push("expiring");
     }
-    if t.old_until.is_some_and(|u| u > now) {
+    if t.revoked.is_none() && t.old_until.is_some_and(|u| u > now) {
         flags.push("rotating");
     }
     flags

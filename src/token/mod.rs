@@ -173,7 +173,8 @@ pub async fn authenticate(cx: &TokenCx<'_>, text: &str) -> Result<Arc<LiveToken>
     match verdict {
         Ok(token) => Ok(token),
         Err(why) => {
-            invalid(cx, key, why, now).await?;
+            let id = split(text).map(|(id, _)| id);
+            invalid(cx, key, id, why, now).await?;
             Err(Denial::TokenInvalid(why.to_owned()))
         }
     }
@@ -206,7 +207,13 @@ fn verify(cx: &TokenCx<'_>, text: &str, now: SystemTime) -> Result<Arc<LiveToken
 }
 
 /// Counts an invalid token against the client address and audits it.
-async fn invalid(cx: &TokenCx<'_>, key: Key, why: &str, now: SystemTime) -> Result<(), Denial> {
+async fn invalid(
+    cx: &TokenCx<'_>,
+    key: Key,
+    id: Option<&str>,
+    why: &str,
+    now: SystemTime,
+) -> Result<(), Denial> {
     let login = &cx.site.login;
     let policy = LockPolicy {
         threshold: login.api_lockout_after,
@@ -216,8 +223,12 @@ async fn invalid(cx: &TokenCx<'_>, key: Key, why: &str, now: SystemTime) -> Resu
         strike_memory: login.lockout_memory,
     };
     let counter = blocking(cx, move |s| s.add_failure(&key, now, &policy)).await?;
-    cx.audit
-        .record(cx.event("token_denied").reason(why.to_owned()));
+    let mut event = cx.event("token_denied").reason(why.to_owned());
+    if let Some(id) = id {
+        // The public id is not a secret, and names which token is misused.
+        event = event.token_id(id.to_owned());
+    }
+    cx.audit.record(event);
     if counter.tripped {
         cx.audit.record(
             cx.event("token_abuse_locked")
@@ -234,6 +245,7 @@ pub fn authorize(
     token: &LiveToken,
     method: &Method,
     path: &str,
+    query: Option<&str>,
     headers: &HeaderMap,
     params: &Params,
 ) -> Result<(), Denial> {
@@ -265,7 +277,7 @@ pub fn authorize(
     }
     token
         .scopes
-        .check(cx.site.app, method, path, headers, params)
+        .check(cx.site.app, method, path, query, headers, params)
         .map_err(|missing| {
             deny(
                 format!("outside the token's scope: needs {missing}"),
@@ -277,6 +289,11 @@ pub fn authorize(
 /// Replaces the token with the upstream credential it names.
 pub fn inject(cx: &TokenCx<'_>, token: &LiveToken, headers: &mut HeaderMap) -> Result<(), Denial> {
     let Some(credential) = cx.site.credentials.get(&token.record.credential) else {
+        cx.audit.record(
+            cx.event("token_denied")
+                .token_id(token.record.id.clone())
+                .reason("the token's credential is not configured"),
+        );
         return Err(Denial::TokenForbidden {
             reason: format!(
                 "the token's credential {:?} is not configured on the site",

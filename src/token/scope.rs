@@ -143,16 +143,27 @@ struct Need {
 impl Scopes {
     /// Checks a request. `Err` names the scope that is missing (for the
     /// caller's 403 body); it never names another token's anything.
+    ///
+    /// `query` is the raw query string: Akaunting reads `company_id` from the
+    /// query before the body, `params` (body over query) gives the other
+    /// reading, and both must name the token's company.
     pub fn check(
         &self,
         app: AppKind,
         method: &Method,
         path: &str,
+        query: Option<&str>,
         headers: &HeaderMap,
         params: &Params,
     ) -> Result<(), String> {
-        if self.path_allows(method, path) {
-            return self.company_ok(app, headers, params);
+        // On ERPNext `cmd` (and the `method` indirection) run another
+        // function than the path names: a path scope cannot vouch for it.
+        let redirected = app == AppKind::Erpnext
+            && ["cmd", "method"]
+                .iter()
+                .any(|p| params.get(p).is_some_and(|v| !v.trim().is_empty()));
+        if !redirected && self.path_allows(method, path) {
+            return self.company_ok(app, query, headers, params);
         }
         let needs = match app {
             AppKind::Erpnext => erpnext_needs(method, path, params)?,
@@ -164,7 +175,7 @@ impl Scopes {
                 return Err(format!("{}:{}", need.name, need.access.as_str()));
             }
         }
-        self.company_ok(app, headers, params)
+        self.company_ok(app, query, headers, params)
     }
 
     fn path_allows(&self, method: &Method, path: &str) -> bool {
@@ -191,7 +202,13 @@ impl Scopes {
     }
 
     /// Akaunting: a company-bound token's every request names that company.
-    fn company_ok(&self, app: AppKind, headers: &HeaderMap, params: &Params) -> Result<(), String> {
+    fn company_ok(
+        &self,
+        app: AppKind,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        params: &Params,
+    ) -> Result<(), String> {
         let Some(want) = &self.company else {
             return Ok(());
         };
@@ -200,10 +217,15 @@ impl Scopes {
         }
         let header = headers.get("x-company").and_then(|v| v.to_str().ok());
         let param = params.get("company_id");
-        // Both may be sent; each that is sent must agree.
+        let in_query: Vec<String> = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+            .filter(|(k, _)| k == "company_id")
+            .map(|(_, v)| v.into_owned())
+            .collect();
+        // Every place a company can be named must name this one.
         let named: Vec<&str> = [header, param]
             .into_iter()
             .flatten()
+            .chain(in_query.iter().map(String::as_str))
             .map(str::trim)
             .collect();
         match !named.is_empty() && named.iter().all(|c| c == want) {
@@ -346,7 +368,7 @@ mod tests {
     fn check(s: &Scopes, method: Method, path: &str, p: &Params) -> Result<(), String> {
         #[allow(clippy::needless_pass_by_value)]
         let m = method;
-        s.check(AppKind::Erpnext, &m, path, &HeaderMap::new(), p)
+        s.check(AppKind::Erpnext, &m, path, None, &HeaderMap::new(), p)
     }
 
     #[test]
@@ -435,6 +457,51 @@ mod tests {
     }
 
     #[test]
+    fn a_cmd_override_is_not_covered_by_a_path_scope() {
+        let s = scopes(&["path:POST:/api/method/ping"]);
+        let plain = Params::default();
+        assert!(check(&s, Method::POST, "/api/method/ping", &plain).is_ok());
+        let cmd = frappe(
+            "",
+            "cmd=frappe.client.set_value&doctype=User",
+            "application/x-www-form-urlencoded",
+        );
+        // Frappe may run either name; neither is covered (ping has no DocType).
+        assert!(check(&s, Method::POST, "/api/method/ping", &cmd).is_err());
+    }
+
+    #[test]
+    fn every_company_named_must_be_the_tokens() {
+        let s = scopes(&["items:read", "company:1"]);
+        let mut h = HeaderMap::new();
+        h.insert("x-company", "1".parse().unwrap());
+        h.insert(
+            http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded".parse().unwrap(),
+        );
+        let body = crate::params::laravel(None, &h, b"company_id=2", &Method::POST).unwrap();
+        let r = s.check(
+            AppKind::Akaunting,
+            &Method::GET,
+            "/api/items",
+            None,
+            &h,
+            &body,
+        );
+        assert_eq!(r, Err("company:1".into()), "the body names company 2");
+        let none = Params::default();
+        let r = s.check(
+            AppKind::Akaunting,
+            &Method::GET,
+            "/api/items",
+            Some("company_id=2"),
+            &h,
+            &none,
+        );
+        assert!(r.is_err(), "the query names company 2");
+    }
+
+    #[test]
     fn path_scopes_and_rights_combine() {
         let s = scopes(&["Sales Invoice:read+write", "path:GET:/api/method/ping"]);
         let none = Params::default();
@@ -453,7 +520,13 @@ mod tests {
         let s = scopes(&["invoices:read", "company:1"]);
         let mut h = HeaderMap::new();
         let none = Params::default();
-        let ak = |h: &HeaderMap, m: Method, p: &str| s.check(AppKind::Akaunting, &m, p, h, &none);
+        let ak = |h: &HeaderMap, m: Method, p: &str| {
+            let (path, query) = match p.split_once('?') {
+                Some((path, q)) => (path, Some(q)),
+                None => (p, None),
+            };
+            s.check(AppKind::Akaunting, &m, path, query, h, &none)
+        };
         assert_eq!(
             ak(&h, Method::GET, "/api/invoices"),
             Err("company:(none)".into())
