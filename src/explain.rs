@@ -371,6 +371,16 @@ fn explain(rt: &Runtime, d: &Described, default_ip: bool) -> String {
                 out.push_str(&lines);
                 return out;
             }
+            if let Err(denial) =
+                crate::token::refuse_direct(&j.site.site, j.path.decoded(), &d.headers)
+            {
+                out.push_str(&format!(
+                    "decision: {} → HTTP {} ({denial})\n",
+                    denial.decision(),
+                    denial.status().as_u16()
+                ));
+                return out;
+            }
             if let Some(line) = step_up_line(&j, d) {
                 out.push_str(&line);
                 return out;
