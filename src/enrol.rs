@@ -8,12 +8,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::audit::{AuditEvent, AuditLog};
-use crate::cli::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
-use crate::config::{Config, Site};
-use crate::keys::SecretKey;
+use crate::audit::AuditEvent;
+use crate::cli::{EXIT_FAILURE, EXIT_OK};
+use crate::config::Site;
+use crate::operator::Operator;
 use crate::stepup::{cookie, endpoint::RECOVERY_CODES, verify};
-use crate::store::{EnrolLink, Enrolment, EnrolmentInfo, StateStore, fold_user};
+use crate::store::{EnrolLink, Enrolment, EnrolmentInfo, fold_user};
 use crate::totp;
 
 /// `erpguard totp ...`
@@ -85,52 +85,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
-/// What every verb opens.
-struct Env {
-    config: Config,
-    store: std::sync::Arc<dyn StateStore>,
-    key: SecretKey,
-}
-
-impl Env {
-    fn open(config_path: &Path) -> Result<Env, u8> {
-        let config = crate::cli::load_or_report(config_path)?;
-        let store = crate::server::open_store(&config.state).map_err(|e| {
-            eprintln!("erpguard: {e}");
-            EXIT_FAILURE
-        })?;
-        let key = SecretKey::load_or_create(&config.state.key_file).map_err(|e| {
-            eprintln!("erpguard: {e}");
-            EXIT_FAILURE
-        })?;
-        Ok(Env { config, store, key })
-    }
-
-    fn site(&self, name: &str) -> Result<&Site, u8> {
-        self.config
-            .sites
-            .iter()
-            .find(|s| s.name == name)
-            .ok_or_else(|| {
-                eprintln!("erpguard: no site named {name:?} in the config");
-                EXIT_USAGE
-            })
-    }
-
-    fn audit(&self, event: AuditEvent) {
-        match AuditLog::open(&self.config.audit_path) {
-            Ok(log) => {
-                log.record(event);
-                log.flush();
-            }
-            Err(e) => eprintln!("erpguard: warning: the audit log could not be written: {e}"),
-        }
-    }
-}
-
 /// Runs a `totp` verb.
 pub fn run(config_path: &Path, cmd: &TotpCommand) -> u8 {
-    let env = match Env::open(config_path) {
+    let env = match Operator::open(config_path) {
         Ok(env) => env,
         Err(code) => return code,
     };
@@ -183,7 +140,7 @@ fn store_err(e: crate::store::StoreError) -> u8 {
 }
 
 /// Refuses to replace a working enrolment unless forced.
-fn check_free(env: &Env, site: &str, user: &str, force: bool) -> Result<(), u8> {
+fn check_free(env: &Operator, site: &str, user: &str, force: bool) -> Result<(), u8> {
     let existing = env.store.enrolment(site, user).map_err(store_err)?;
     if existing.is_some_and(|e| e.active) && !force {
         eprintln!(
@@ -195,7 +152,7 @@ fn check_free(env: &Env, site: &str, user: &str, force: bool) -> Result<(), u8> 
 }
 
 fn new_enrolment(
-    env: &Env,
+    env: &Operator,
     site: &str,
     user: &str,
     active: bool,
@@ -221,7 +178,7 @@ fn new_enrolment(
     Ok((secret, enrolment))
 }
 
-fn enroll(env: &Env, site_name: &str, user: &str, qr: Qr<'_>, force: bool) -> Result<(), u8> {
+fn enroll(env: &Operator, site_name: &str, user: &str, qr: Qr<'_>, force: bool) -> Result<(), u8> {
     let site = env.site(site_name)?;
     let user = fold_user(user.trim());
     check_free(env, &site.name, &user, force)?;
@@ -278,7 +235,7 @@ fn write_qr_files(uri: &str, qr: &Qr<'_>) -> Result<(), u8> {
 }
 
 fn link(
-    env: &Env,
+    env: &Operator,
     site_name: &str,
     user: &str,
     expires: Duration,
@@ -319,7 +276,7 @@ fn link(
     Ok(())
 }
 
-fn default_base(env: &Env, site: &Site) -> String {
+fn default_base(env: &Operator, site: &Site) -> String {
     let host = site.hosts.first().map_or("localhost", String::as_str);
     match env.config.listen.https.port() {
         443 => format!("https://{host}"),
@@ -327,7 +284,7 @@ fn default_base(env: &Env, site: &Site) -> String {
     }
 }
 
-fn list(env: &Env, site: Option<&str>, json: bool) -> Result<(), u8> {
+fn list(env: &Operator, site: Option<&str>, json: bool) -> Result<(), u8> {
     let all = env.store.enrolments(site).map_err(store_err)?;
     print!("{}", render(&all, json));
     Ok(())
@@ -375,7 +332,7 @@ pub fn render(all: &[EnrolmentInfo], json: bool) -> String {
     out
 }
 
-fn reset(env: &Env, site_name: &str, user: &str) -> Result<(), u8> {
+fn reset(env: &Operator, site_name: &str, user: &str) -> Result<(), u8> {
     let site = env.site(site_name)?;
     let user = fold_user(user.trim());
     let existed = env

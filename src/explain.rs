@@ -69,7 +69,6 @@ pub fn run(config_path: &Path, args: &ExplainArgs) -> u8 {
     EXIT_OK
 }
 
-/// The login guard's view of the request: what it recognises and which counters apply.
 /// The token verdict, when the request presents an erpguard token: looked up
 /// in the store (without its secret, which explain cannot check) and its
 /// scope applied to the request.
@@ -92,18 +91,7 @@ fn token_lines(rt: &Runtime, j: &stack::Judged<'_>, d: &Described) -> Option<Str
         record.scopes.join(" "),
         record.credential
     ));
-    let view = RequestView {
-        method: &d.method,
-        path: j.path.decoded(),
-        query: d.uri.query(),
-        headers: &d.headers,
-    };
-    let body: &[u8] = if profile::needs_body(site.app, &view) {
-        &d.body
-    } else {
-        b""
-    };
-    let verdict = profile::params(site.app, &view, body)
+    let verdict = request_params(j, d, true)
         .map_err(|e| format!("unreadable parameters ({e})"))
         .and_then(|params| {
             crate::token::scope::parse(&record.scopes)?.check(
@@ -130,18 +118,7 @@ fn step_up_line(j: &stack::Judged<'_>, d: &Described) -> Option<String> {
     if !crate::stepup::in_use(site) {
         return None;
     }
-    let view = RequestView {
-        method: &d.method,
-        path: j.path.decoded(),
-        query: d.uri.query(),
-        headers: &d.headers,
-    };
-    let body: &[u8] = if profile::needs_body(site.app, &view) {
-        &d.body
-    } else {
-        b""
-    };
-    let params = match profile::params(site.app, &view, body) {
+    let params = match request_params(j, d, false) {
         Ok(p) => p,
         Err(e) => return Some(format!("decision: invalid → HTTP 400 (parameters: {e})\n")),
     };
@@ -161,6 +138,29 @@ fn step_up_line(j: &stack::Judged<'_>, d: &Described) -> Option<String> {
     ))
 }
 
+/// The app's parameters as the gateway reads them for this request (the
+/// body counts where the profile, or a token's scope, would read it).
+fn request_params(
+    j: &stack::Judged<'_>,
+    d: &Described,
+    whole_body: bool,
+) -> Result<crate::params::Params, crate::params::ParamError> {
+    let site = &j.site.site;
+    let view = RequestView {
+        method: &d.method,
+        path: j.path.decoded(),
+        query: d.uri.query(),
+        headers: &d.headers,
+    };
+    let body: &[u8] = if whole_body || profile::needs_body(site.app, &view) {
+        &d.body
+    } else {
+        b""
+    };
+    profile::params(site.app, &view, body)
+}
+
+/// The login guard's view of the request: what it recognises and which counters apply.
 fn login_lines(
     rt: &Runtime,
     j: &stack::Judged<'_>,
@@ -170,18 +170,13 @@ fn login_lines(
     if !site.login.enabled {
         return Ok(None);
     }
+    let params = request_params(j, d, false).map_err(|e| e.to_string())?;
     let view = RequestView {
         method: &d.method,
         path: j.path.decoded(),
         query: d.uri.query(),
         headers: &d.headers,
     };
-    let body: &[u8] = if profile::needs_body(site.app, &view) {
-        &d.body
-    } else {
-        b""
-    };
-    let params = profile::params(site.app, &view, body).map_err(|e| e.to_string())?;
     let Some(attempt) = profile::recognise(site.app, &view, &params).map_err(|e| e.to_string())?
     else {
         return Ok(None);

@@ -19,6 +19,7 @@ pub mod lockout;
 pub mod logging;
 pub mod login;
 pub mod metrics;
+pub mod operator;
 pub mod params;
 pub mod policy;
 pub mod profile;

@@ -76,12 +76,9 @@ impl StepUpCx<'_> {
         T: Send + 'static,
         F: FnOnce(&dyn StateStore) -> Result<T, StoreError> + Send + 'static,
     {
-        let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || f(&*store)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(Denial::StoreUnavailable(e.to_string())),
-            Err(e) => Err(Denial::StoreUnavailable(format!("store task: {e}"))),
-        }
+        crate::store::off_thread(self.store, f)
+            .await
+            .map_err(|e| Denial::StoreUnavailable(e.to_string()))
     }
 }
 

@@ -423,6 +423,19 @@ pub trait StateStore: StepUpStore + TokenStore + Send + Sync + 'static {
     fn ping(&self) -> Result<(), StoreError>;
 }
 
+/// Runs a blocking store call on tokio's blocking pool, for async callers. A
+/// task that panicked or was cancelled is a [`StoreError::Backend`].
+pub async fn off_thread<T, F>(store: &std::sync::Arc<dyn StateStore>, f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn StateStore) -> Result<T, StoreError> + Send + 'static,
+{
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&*store))
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task: {e}")))?
+}
+
 /// Milliseconds since the epoch, the unit every backend stores.
 pub(crate) fn to_ms(t: SystemTime) -> Result<i64, StoreError> {
     let since = t

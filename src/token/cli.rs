@@ -6,14 +6,12 @@
 //! at creation or rotation, and never stored or logged.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::audit::{AuditEvent, AuditLog};
+use crate::audit::AuditEvent;
 use crate::cli::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
-use crate::config::Config;
-use crate::keys::SecretKey;
-use crate::store::{StateStore, TokenRecord};
+use crate::operator::Operator;
+use crate::store::TokenRecord;
 
 /// `erpguard token ...`
 #[derive(Debug, clap::Subcommand)]
@@ -106,45 +104,14 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
-struct Env {
-    config: Config,
-    store: Arc<dyn StateStore>,
-    key: SecretKey,
-}
-
-impl Env {
-    fn open(config_path: &Path) -> Result<Env, u8> {
-        let config = crate::cli::load_or_report(config_path)?;
-        let store = crate::server::open_store(&config.state).map_err(|e| {
-            eprintln!("erpguard: {e}");
-            EXIT_FAILURE
-        })?;
-        let key = SecretKey::load_or_create(&config.state.key_file).map_err(|e| {
-            eprintln!("erpguard: {e}");
-            EXIT_FAILURE
-        })?;
-        Ok(Env { config, store, key })
-    }
-
-    fn audit(&self, event: AuditEvent) {
-        match AuditLog::open(&self.config.audit_path) {
-            Ok(log) => {
-                log.record(event);
-                log.flush();
-            }
-            Err(e) => eprintln!("erpguard: warning: the audit log could not be written: {e}"),
+fn existing(env: &Operator, id: &str) -> Result<TokenRecord, u8> {
+    match env.store.token(id) {
+        Ok(Some(t)) => Ok(t),
+        Ok(None) => {
+            eprintln!("erpguard: no token {id:?}");
+            Err(EXIT_FAILURE)
         }
-    }
-
-    fn existing(&self, id: &str) -> Result<TokenRecord, u8> {
-        match self.store.token(id) {
-            Ok(Some(t)) => Ok(t),
-            Ok(None) => {
-                eprintln!("erpguard: no token {id:?}");
-                Err(EXIT_FAILURE)
-            }
-            Err(e) => Err(store_err(&e)),
-        }
+        Err(e) => Err(store_err(&e)),
     }
 }
 
@@ -161,7 +128,7 @@ fn usage(msg: String) -> u8 {
 
 /// Runs a `token` verb.
 pub fn run(config_path: &Path, cmd: &TokenCommand) -> u8 {
-    let env = match Env::open(config_path) {
+    let env = match Operator::open(config_path) {
         Ok(e) => e,
         Err(code) => return code,
     };
@@ -175,13 +142,8 @@ pub fn run(config_path: &Path, cmd: &TokenCommand) -> u8 {
     result.err().unwrap_or(EXIT_OK)
 }
 
-fn create(env: &Env, a: &CreateArgs) -> Result<(), u8> {
-    let site = env
-        .config
-        .sites
-        .iter()
-        .find(|s| s.name == a.site)
-        .ok_or_else(|| usage(format!("no site named {:?} in the config", a.site)))?;
+fn create(env: &Operator, a: &CreateArgs) -> Result<(), u8> {
+    let site = env.site(&a.site)?;
     if !site.credentials.contains_key(&a.credential) {
         return Err(usage(format!(
             "site {:?} has no credential {:?}; define [site.credentials.{}] with authorization_env or authorization_file",
@@ -243,8 +205,8 @@ fn create(env: &Env, a: &CreateArgs) -> Result<(), u8> {
     Ok(())
 }
 
-fn revoke(env: &Env, id: &str) -> Result<(), u8> {
-    let token = env.existing(id)?;
+fn revoke(env: &Operator, id: &str) -> Result<(), u8> {
+    let token = existing(env, id)?;
     if !env
         .store
         .revoke_token(id, SystemTime::now())
@@ -262,8 +224,8 @@ fn revoke(env: &Env, id: &str) -> Result<(), u8> {
     Ok(())
 }
 
-fn rotate(env: &Env, id: &str, overlap: Duration) -> Result<(), u8> {
-    let token = env.existing(id)?;
+fn rotate(env: &Operator, id: &str, overlap: Duration) -> Result<(), u8> {
+    let token = existing(env, id)?;
     let new = super::new_secret(&env.key, id.to_owned());
     let until = SystemTime::now() + overlap;
     if !env
@@ -323,7 +285,7 @@ fn json_of(t: &TokenRecord, now: SystemTime) -> serde_json::Value {
     })
 }
 
-fn list(env: &Env, site: Option<&str>, json: bool) -> Result<(), u8> {
+fn list(env: &Operator, site: Option<&str>, json: bool) -> Result<(), u8> {
     let all = env.store.tokens(site).map_err(|e| store_err(&e))?;
     let now = SystemTime::now();
     if json {
@@ -353,8 +315,8 @@ fn list(env: &Env, site: Option<&str>, json: bool) -> Result<(), u8> {
     Ok(())
 }
 
-fn show(env: &Env, id: &str, json: bool) -> Result<(), u8> {
-    let t = env.existing(id)?;
+fn show(env: &Operator, id: &str, json: bool) -> Result<(), u8> {
+    let t = existing(env, id)?;
     let v = json_of(&t, SystemTime::now());
     if json {
         println!("{v}");
@@ -375,7 +337,7 @@ fn show(env: &Env, id: &str, json: bool) -> Result<(), u8> {
 
 /// Runs `erpguard report`.
 pub fn report(config_path: &Path, a: &ReportArgs) -> u8 {
-    let env = match Env::open(config_path) {
+    let env = match Operator::open(config_path) {
         Ok(e) => e,
         Err(code) => return code,
     };

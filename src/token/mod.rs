@@ -317,12 +317,9 @@ where
     T: Send + 'static,
     F: FnOnce(&dyn StateStore) -> Result<T, crate::store::StoreError> + Send + 'static,
 {
-    let store = cx.store.clone();
-    match tokio::task::spawn_blocking(move || f(&*store)).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(Denial::StoreUnavailable(e.to_string())),
-        Err(e) => Err(Denial::StoreUnavailable(format!("store task: {e}"))),
-    }
+    crate::store::off_thread(cx.store, f)
+        .await
+        .map_err(|e| Denial::StoreUnavailable(e.to_string()))
 }
 
 #[cfg(test)]
