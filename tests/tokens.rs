@@ -115,6 +115,32 @@ mod erpnext {
     }
 
     #[tokio::test]
+    async fn a_token_in_the_configured_header_works_and_is_removed() {
+        let emu = Emulator::start().await;
+        let gw = start(
+            "erpnext",
+            &emu.url(),
+            ERP_CRED,
+            "[site.api]\ntoken_header = \"X-ERPGuard-Token\"\n",
+        );
+        let token = create(&gw, &["--scope", "Item:read"]);
+        let extra = format!("X-ERPGuard-Token: {token}\r\n");
+        let r = gw
+            .raw(
+                "erp.test",
+                &req("GET", "/api/resource/Item", "", &extra, ""),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let seen = &emu.requests()[0];
+        assert_eq!(seen.header_values("authorization"), vec![ERP_CRED]);
+        assert!(
+            seen.header("x-erpguard-token").is_none(),
+            "the token header is removed"
+        );
+    }
+
+    #[tokio::test]
     async fn the_same_token_is_refused_on_other_doctypes_by_rest_form_json_and_cmd() {
         let emu = Emulator::start().await;
         let gw = start("erpnext", &emu.url(), ERP_CRED, "");
