@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use crate::audit::AuditEvent;
 use crate::cli::{EXIT_FAILURE, EXIT_OK};
 use crate::config::Site;
-use crate::operator::Operator;
+use crate::operator::{Operator, when};
 use crate::stepup::{cookie, endpoint::RECOVERY_CODES, verify};
 use crate::store::{EnrolLink, Enrolment, EnrolmentInfo, fold_user};
 use crate::totp;
@@ -51,7 +51,7 @@ pub enum TotpCommand {
         #[arg(long)]
         user: String,
         /// How long the link works.
-        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        #[arg(long, default_value = "24h", value_parser = crate::config::values::parse_duration)]
         expires: Duration,
         /// The site's public URL (default: https:// and the site's first host,
         /// with the HTTPS listener's port unless it is 443).
@@ -79,10 +79,6 @@ pub enum TotpCommand {
         #[arg(long)]
         user: String,
     },
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// Runs a `totp` verb.
@@ -288,10 +284,6 @@ fn list(env: &Operator, site: Option<&str>, json: bool) -> Result<(), u8> {
     let all = env.store.enrolments(site).map_err(store_err)?;
     print!("{}", render(&all, json));
     Ok(())
-}
-
-fn when(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// The listing as a table or JSON lines.

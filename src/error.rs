@@ -106,6 +106,8 @@ pub enum Denial {
     StepUpLocked {
         /// How long until the lock ends.
         retry_after: std::time::Duration,
+        /// The ERP user.
+        user: String,
     },
     /// A presented erpguard token is malformed, unknown, wrong, revoked or expired.
     #[error("invalid API token: {0}")]
@@ -243,7 +245,9 @@ impl Denial {
     pub fn user(&self) -> Option<&str> {
         match self {
             Denial::StepUpRequired { user, .. } => user.as_deref(),
-            Denial::StepUpNotEnrolled { user, .. } => Some(user),
+            Denial::StepUpNotEnrolled { user, .. } | Denial::StepUpLocked { user, .. } => {
+                Some(user)
+            }
             _ => None,
         }
     }
@@ -348,7 +352,7 @@ pub fn rescue(denial: &Denial, request_id: &str, json: bool) -> Response<Respons
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Denial::RateLimited { retry_after }
     | Denial::LockedOut { retry_after }
-    | Denial::StepUpLocked { retry_after }
+    | Denial::StepUpLocked { retry_after, .. }
     | Denial::TokenRateLimited { retry_after } = denial
     {
         h.insert(

@@ -69,6 +69,14 @@ pub fn run(config_path: &Path, args: &ExplainArgs) -> u8 {
     EXIT_OK
 }
 
+fn rule_name<'j>(j: &'j stack::Judged<'_>, n: usize) -> &'j str {
+    j.site
+        .site
+        .rules
+        .get(n)
+        .map_or("a rule", |r| r.name.as_str())
+}
+
 /// The token verdict, when the request presents an erpguard token: looked up
 /// in the store (without its secret, which explain cannot check) and its
 /// scope applied to the request.
@@ -335,23 +343,9 @@ fn explain(rt: &Runtime, d: &Described, default_ip: bool) -> String {
         Ok(j) => {
             let why = match j.access {
                 Access::NoRule => "no rule matched".to_owned(),
-                Access::Rule(n) => {
-                    let name = j
-                        .site
-                        .site
-                        .rules
-                        .get(n)
-                        .map_or("a rule", |r| r.name.as_str());
-                    format!("{name} allows it")
-                }
+                Access::Rule(n) => format!("{} allows it", rule_name(&j, n)),
                 Access::StepUp(n) => {
-                    let name = j
-                        .site
-                        .site
-                        .rules
-                        .get(n)
-                        .map_or("a rule", |r| r.name.as_str());
-                    format!("{name} lets it through with a step-up grant")
+                    format!("{} lets it through with a step-up grant", rule_name(&j, n))
                 }
             };
             if crate::stepup::is_reserved(j.path.decoded()) {

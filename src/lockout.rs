@@ -52,7 +52,7 @@ pub fn run(config_path: &Path, cmd: &LockoutCommand) -> u8 {
     };
     match cmd {
         LockoutCommand::List { site, limit, json } => {
-            match store.locks(site.as_deref(), SystemTime::now(), *limit) {
+            match store.locks(site.as_deref(), None, SystemTime::now(), *limit) {
                 Ok(locks) => {
                     print!("{}", render(&locks, *json));
                     EXIT_OK

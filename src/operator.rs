@@ -11,6 +11,11 @@ use crate::config::{Config, Site};
 use crate::keys::SecretKey;
 use crate::store::StateStore;
 
+/// A time as operator output shows it (RFC 3339, seconds, UTC).
+pub fn when(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
 /// The config, store and key of one CLI invocation.
 pub struct Operator {
     /// The checked config.

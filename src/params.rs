@@ -170,6 +170,15 @@ pub enum ParamError {
     NonCanonicalMethod(String),
 }
 
+/// Whether the body is one the apps read parameters from (JSON, a form or
+/// multipart), so that a parameter may hide in it.
+pub fn has_parameter_body(headers: &HeaderMap) -> bool {
+    matches!(
+        body_kind(headers, 1),
+        BodyKind::Json | BodyKind::UrlEncoded | BodyKind::Multipart { .. }
+    )
+}
+
 /// werkzeug's view of the body (Frappe), from `Content-Type` and the body length.
 pub fn body_kind(headers: &HeaderMap, body_len: usize) -> BodyKind {
     if body_len == 0 {

@@ -468,34 +468,17 @@ async fn read_params(
     if !site.login.enabled && !step_up {
         return Ok(None);
     }
-    let view = RequestView {
-        method: &out.parts.method,
-        path: judged.path.decoded(),
-        query,
-        headers: &out.parts.headers,
-    };
+    let view = request_view(judged, query, out);
     // A token's scope (an Akaunting company in the body, too) needs every
     // parameter the app could read.
-    let token_body = token
-        && matches!(
-            crate::params::body_kind(&out.parts.headers, 1),
-            crate::params::BodyKind::Json
-                | crate::params::BodyKind::UrlEncoded
-                | crate::params::BodyKind::Multipart { .. }
-        );
+    let token_body = token && crate::params::has_parameter_body(&out.parts.headers);
     let body = match token_body || profile::needs_body(site.app, &view) {
         true => buffer_body(out, site.inspect_body_max).await?,
         // Ordinary traffic on a site without step-up: no parameter parse at all.
         false if !step_up && !profile::may_be_attempt(site.app, &view) => return Ok(None),
         false => Bytes::new(),
     };
-    let view = RequestView {
-        method: &out.parts.method,
-        path: judged.path.decoded(),
-        query,
-        headers: &out.parts.headers,
-    };
-    profile::params(site.app, &view, &body)
+    profile::params(site.app, &request_view(judged, query, out), &body)
         .map(Some)
         .map_err(bad_params)
 }
@@ -516,13 +499,22 @@ fn recognise_login(
     let Some(params) = params.filter(|_| site.login.enabled) else {
         return Ok(None);
     };
-    let view = RequestView {
+    profile::recognise(site.app, &request_view(judged, query, out), params).map_err(bad_params)
+}
+
+/// What the profile looks at: the method, the canonical path, the raw query
+/// and the headers of the request as it will be forwarded.
+fn request_view<'a>(
+    judged: &'a Judged<'_>,
+    query: Option<&'a str>,
+    out: &'a Outgoing,
+) -> RequestView<'a> {
+    RequestView {
         method: &out.parts.method,
         path: judged.path.decoded(),
         query,
         headers: &out.parts.headers,
-    };
-    profile::recognise(site.app, &view, params).map_err(bad_params)
+    }
 }
 
 /// Reads the whole body (up to `limit`, else 413) and puts the exact bytes back

@@ -67,7 +67,7 @@ pub(super) fn credentials(
             // Position only: the usual source snippet would print the secret.
             let pos = cx.pos(literal.span());
             return Err(ConfigError::whole(
-                cx.file(),
+                cx.path,
                 format!(
                     "line {}: site {site:?}: credential {name:?} holds a literal secret (not shown)",
                     pos.line
@@ -98,7 +98,7 @@ pub(super) fn credentials(
         };
         let mut value = HeaderValue::from_str(text.trim()).map_err(|_| {
             ConfigError::whole(
-                cx.file(),
+                cx.path,
                 format!(
                     "site {site:?}: credential {name:?} ({source}) is not a valid header value"
                 ),
@@ -106,7 +106,7 @@ pub(super) fn credentials(
         })?;
         if value.is_empty() {
             return Err(ConfigError::whole(
-                cx.file(),
+                cx.path,
                 format!("site {site:?}: credential {name:?} ({source}) is empty"),
             ));
         }

@@ -53,12 +53,6 @@ pub(super) struct Cx<'a> {
 }
 
 impl Cx<'_> {
-    /// The directory relative paths in the config are resolved from (the
-    /// working directory, as for every other path).
-    pub(super) fn file(&self) -> &Path {
-        self.path
-    }
-
     pub(super) fn err(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
         ConfigError::at(self.path, self.text, span, message)
     }

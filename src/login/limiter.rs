@@ -12,6 +12,14 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use crate::client_ip::client_group;
 use crate::config::values::Rate;
 
+/// governor's quota for `rate.count` per `rate.per`, with a burst of `rate.count`.
+pub fn quota(rate: Rate) -> Quota {
+    let period = rate.per / rate.count.get();
+    Quota::with_period(period.max(Duration::from_nanos(1)))
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(rate.count)
+}
+
 /// A keyed limiter for one rate.
 pub struct IpLimiter {
     limiter: DefaultKeyedRateLimiter<IpAddr>,
@@ -21,12 +29,8 @@ pub struct IpLimiter {
 impl IpLimiter {
     /// `rate.count` per `rate.per`, with a burst of `rate.count`.
     pub fn new(rate: Rate) -> Self {
-        let period = rate.per / rate.count.get();
-        let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
-            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-            .allow_burst(rate.count);
         IpLimiter {
-            limiter: RateLimiter::keyed(quota),
+            limiter: RateLimiter::keyed(quota(rate)),
             clock: DefaultClock::default(),
         }
     }

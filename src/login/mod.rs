@@ -135,6 +135,17 @@ fn device_id(cx: &GuardCx<'_>, attempt: &Attempt, headers: &HeaderMap) -> Option
 }
 
 /// Which counters an attempt feeds, each with its threshold (also shown by `explain`).
+/// The site's lock rule (window, lock length and its doubling) with `threshold`.
+pub fn lock_policy(p: &LoginPolicy, threshold: u32) -> LockPolicy {
+    LockPolicy {
+        threshold,
+        window: p.window,
+        base: p.lockout,
+        max: p.lockout_max,
+        strike_memory: p.lockout_memory,
+    }
+}
+
 pub fn keys(
     site: &str,
     p: &LoginPolicy,
@@ -142,13 +153,7 @@ pub fn keys(
     client: IpAddr,
     device: Option<&str>,
 ) -> Vec<(Key, LockPolicy)> {
-    let policy = |threshold| LockPolicy {
-        threshold,
-        window: p.window,
-        base: p.lockout,
-        max: p.lockout_max,
-        strike_memory: p.lockout_memory,
-    };
+    let policy = |threshold| lock_policy(p, threshold);
     let ip = ip_subject(client);
     match (attempt.kind, attempt.user.as_deref(), device) {
         (AttemptKind::Password, Some(u), Some(dev)) => {

@@ -5,7 +5,7 @@
 use http::{HeaderMap, Method, StatusCode, header};
 
 use super::{Attempt, AttemptKind, Outcome, RequestView};
-use crate::params::{BodyKind, Params, body_kind};
+use crate::params::Params;
 
 /// The failure body clients get for every refused login (Frappe's own message,
 /// no traceback, so unknown user and wrong password are byte-identical).
@@ -34,10 +34,7 @@ const ORACLE_METHODS: &[&str] = &[
 /// Frappe parses form and JSON bodies on every method, and `cmd` in a body
 /// overrides the path: any such body may be a login.
 pub(super) fn needs_body(req: &RequestView<'_>) -> bool {
-    matches!(
-        body_kind(req.headers, 1),
-        BodyKind::Json | BodyKind::UrlEncoded | BodyKind::Multipart { .. }
-    )
+    crate::params::has_parameter_body(req.headers)
 }
 
 /// Without a body, only the query's `cmd`, the path or `Authorization` can make
@@ -193,22 +190,23 @@ pub(super) fn new_sid(headers: &HeaderMap) -> Option<String> {
 /// (`/api/method/x`, `/api/v1/method/x`, `/api/v2/method/x`, or
 /// `frappe.handler.x`), ASCII case ignored in the fixed words.
 pub(super) fn rpc_is(path: &str, names: &[&str]) -> bool {
-    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let method = match segs.as_slice() {
-        [a, m, name, ..] if a.eq_ignore_ascii_case("api") && m.eq_ignore_ascii_case("method") => {
-            name
-        }
-        [a, v, m, name, ..]
-            if a.eq_ignore_ascii_case("api")
-                && (v.eq_ignore_ascii_case("v1") || v.eq_ignore_ascii_case("v2"))
-                && m.eq_ignore_ascii_case("method") =>
-        {
-            name
-        }
-        _ => return false,
+    // Runs on every request of a step-up site (logout detection): no allocation.
+    let eq = |s: Option<&str>, want: &str| s.is_some_and(|s| s.eq_ignore_ascii_case(want));
+    let mut segs = path.split('/').filter(|s| !s.is_empty());
+    if !eq(segs.next(), "api") {
+        return false;
+    }
+    let method = match segs.next() {
+        m if eq(m, "method") => segs.next(),
+        v if eq(v, "v1") || eq(v, "v2") => segs
+            .next()
+            .filter(|m| m.eq_ignore_ascii_case("method"))
+            .and(segs.next()),
+        _ => None,
     };
-    let method = method.strip_prefix("frappe.handler.").unwrap_or(method);
-    names.contains(&method)
+    method
+        .map(|m| m.strip_prefix("frappe.handler.").unwrap_or(m))
+        .is_some_and(|m| names.contains(&m))
 }
 
 /// No `sid` cookie, or `sid=Guest`, and no `Authorization`: Frappe treats it as Guest.

@@ -61,16 +61,15 @@ pub async fn serve(
     }
 }
 
-fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+/// The first value of `name` in a query string or form body.
+fn param(encoded: &[u8], name: &str) -> Option<String> {
+    form_urlencoded::parse(encoded)
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
 }
 
-fn form_param(body: &[u8], name: &str) -> Option<String> {
-    form_urlencoded::parse(body)
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    param(query.unwrap_or("").as_bytes(), name)
 }
 
 /// The session, or a demand to log in that comes back to `back`.
@@ -118,17 +117,18 @@ async fn not_ready(
         .await?
         .is_some_and(|e| e.active);
     if !enrolled {
-        return Ok(Some(match cx.site.step_up.unenrolled {
-            Unenrolled::Deny => not_enrolled(),
-            Unenrolled::Allow => redirect(back, None),
-        }));
+        return match cx.site.step_up.unenrolled {
+            Unenrolled::Deny => Err(not_enrolled(binding)),
+            Unenrolled::Allow => Ok(Some(redirect(back, None))),
+        };
     }
     let key = Key::step_up(&cx.site.name, &binding.user);
     let now = SystemTime::now();
     match cx.store(move |s| s.lock(&key, now)).await? {
-        Some(lock) => Ok(Some(locked(
+        Some(lock) => Err(locked(
+            binding,
             lock.until.duration_since(now).unwrap_or_default(),
-        ))),
+        )),
         None => Ok(None),
     }
 }
@@ -138,12 +138,12 @@ async fn challenge_post(
     req: &PageRequest<'_>,
 ) -> Result<Response<ResponseBody>, Denial> {
     same_origin(req)?;
-    let back = super::safe_return(form_param(&req.body, "return").as_deref());
+    let back = super::safe_return(param(&req.body, "return").as_deref());
     let binding = session_or_login(cx, req.headers, &back).await?;
-    if !csrf_ok(cx, &binding, form_param(&req.body, "csrf").as_deref()) {
+    if !csrf_ok(cx, &binding, param(&req.body, "csrf").as_deref()) {
         return Ok(expired_form(&back));
     }
-    let code = form_param(&req.body, "code").unwrap_or_default();
+    let code = param(&req.body, "code").unwrap_or_default();
     let now = SystemTime::now();
     let error = match verify::check(cx, &binding.user, &code, now).await? {
         Ok(_) => {
@@ -152,8 +152,8 @@ async fn challenge_post(
         }
         Err(Refused::Wrong) => "That code did not work. Type the code your app shows now.",
         Err(Refused::Replayed) => "That code was already used. Wait for the next one.",
-        Err(Refused::Locked(left)) => return Ok(locked(left)),
-        Err(Refused::NotEnrolled) => return Ok(not_enrolled()),
+        Err(Refused::Locked(left)) => return Err(locked(&binding, left)),
+        Err(Refused::NotEnrolled) => return Err(not_enrolled(&binding)),
     };
     let csrf = csrf_token(cx, &binding, now);
     Ok(page::respond(
@@ -169,7 +169,7 @@ async fn enrol_page(
     req: &PageRequest<'_>,
 ) -> Result<Response<ResponseBody>, Denial> {
     let token = query_param(req.query, "token").unwrap_or_default();
-    let back = format!("{}?token={}", super::ENROL_PATH, encode(&token));
+    let back = format!("{}?token={}", super::ENROL_PATH, super::encode(&token));
     let Some((binding, secret)) = enrol_state(cx, req.headers, &token, &back).await? else {
         return Ok(dead_link());
     };
@@ -249,19 +249,22 @@ async fn enrol_post(
     req: &PageRequest<'_>,
 ) -> Result<Response<ResponseBody>, Denial> {
     same_origin(req)?;
-    let token = form_param(&req.body, "token").unwrap_or_default();
-    let back = format!("{}?token={}", super::ENROL_PATH, encode(&token));
+    let token = param(&req.body, "token").unwrap_or_default();
+    let back = format!("{}?token={}", super::ENROL_PATH, super::encode(&token));
     let Some((binding, secret)) = enrol_state(cx, req.headers, &token, &back).await? else {
         return Ok(dead_link());
     };
-    if !csrf_ok(cx, &binding, form_param(&req.body, "csrf").as_deref()) {
+    if !csrf_ok(cx, &binding, param(&req.body, "csrf").as_deref()) {
         return Ok(expired_form(&back));
     }
-    let code = form_param(&req.body, "code").unwrap_or_default();
+    let code = param(&req.body, "code").unwrap_or_default();
     let now = SystemTime::now();
     let key = Key::step_up(&cx.site.name, &binding.user);
     if let Some(lock) = cx.store(move |s| s.lock(&key, now)).await? {
-        return Ok(locked(lock.until.duration_since(now).unwrap_or_default()));
+        return Err(locked(
+            &binding,
+            lock.until.duration_since(now).unwrap_or_default(),
+        ));
     }
     let unix = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let Ok(step) = totp::verify(&secret, &code, unix, &cx.site.step_up.totp, None) else {
@@ -360,10 +363,6 @@ fn csrf_ok(cx: &StepUpCx<'_>, binding: &Binding, token: Option<&str>) -> bool {
             .verify(CSRF_DOMAIN, &[binding.id.as_bytes(), t.as_bytes()], &tag)
 }
 
-fn encode(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
 fn redirect(to: &str, cookie: Option<HeaderValue>) -> Response<ResponseBody> {
     let mut resp = Response::new(body::empty());
     *resp.status_mut() = StatusCode::SEE_OTHER;
@@ -379,36 +378,21 @@ fn redirect(to: &str, cookie: Option<HeaderValue>) -> Response<ResponseBody> {
     resp
 }
 
-fn not_enrolled() -> Response<ResponseBody> {
-    page::respond(
-        StatusCode::FORBIDDEN,
-        "Step-up codes not set up",
-        &page::message(
-            "Step-up codes not set up",
-            "This administrative action needs a code from an authenticator app, and your \
-             account has none yet. Ask an administrator to enrol you.",
-        ),
-    )
+/// The refusal for a user with no enrolment on erpguard's own pages (the
+/// one page every refusal gets, from `error::rescue`).
+fn not_enrolled(binding: &Binding) -> Denial {
+    Denial::StepUpNotEnrolled {
+        reason: "the step-up page".to_owned(),
+        user: binding.user.clone(),
+    }
 }
 
-fn locked(left: Duration) -> Response<ResponseBody> {
-    let minutes = left.as_secs().div_ceil(60).max(1);
-    let mut resp = page::respond(
-        StatusCode::TOO_MANY_REQUESTS,
-        "Too many wrong codes",
-        &page::message(
-            "Too many wrong codes",
-            &format!(
-                "Administrative actions are locked for your account for about {minutes} \
-                 minute(s). If this was not you, tell an administrator."
-            ),
-        ),
-    );
-    resp.headers_mut().insert(
-        header::RETRY_AFTER,
-        HeaderValue::from(left.as_secs().max(1)),
-    );
-    resp
+/// The refusal while step-up is locked for the user.
+fn locked(binding: &Binding, retry_after: Duration) -> Denial {
+    Denial::StepUpLocked {
+        retry_after,
+        user: binding.user.clone(),
+    }
 }
 
 fn expired_form(back: &str) -> Response<ResponseBody> {

@@ -154,7 +154,8 @@ pub fn challenge_url(back: &str) -> String {
     format!("{CHALLENGE_PATH}?return={}", encode(back))
 }
 
-fn encode(s: &str) -> String {
+/// `s` percent-encoded for a query value.
+pub(super) fn encode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
@@ -363,16 +364,24 @@ pub fn is_logout(app: AppKind, method: &Method, path: &str, params: &Params) -> 
                 || crate::profile::erpnext_rpc_is(path, &["logout", "web_logout"])
                 || path.eq_ignore_ascii_case("/logout")
         }
-        AppKind::Akaunting => {
-            let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-            *method == Method::GET
-                && matches!(segs.as_slice(), [cid, area, last]
-                    if cid.bytes().all(|b| b.is_ascii_digit())
-                        && last.eq_ignore_ascii_case("logout")
-                        && (area.eq_ignore_ascii_case("auth") || area.eq_ignore_ascii_case("portal")))
-        }
+        AppKind::Akaunting => *method == Method::GET && akaunting_logout(path),
         AppKind::Generic => false,
     }
+}
+
+/// `^/\d+/(auth|portal)/logout$`, empty segments dropped; no allocation (it
+/// runs on every request of a step-up site).
+fn akaunting_logout(path: &str) -> bool {
+    let mut segs = path.split('/').filter(|s| !s.is_empty());
+    let (Some(cid), Some(area), Some(last), None) =
+        (segs.next(), segs.next(), segs.next(), segs.next())
+    else {
+        return false;
+    };
+    !cid.is_empty()
+        && cid.bytes().all(|b| b.is_ascii_digit())
+        && (area.eq_ignore_ascii_case("auth") || area.eq_ignore_ascii_case("portal"))
+        && last.eq_ignore_ascii_case("logout")
 }
 
 /// At logout: ends the binding and its grants (whatever the ERP answers: ending
@@ -390,4 +399,31 @@ pub async fn end(cx: &StepUpCx<'_>, headers: &HeaderMap) -> Result<Vec<HeaderVal
         cookie::clear(cookie::SESSION),
         cookie::clear(cookie::GRANT),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logouts_are_recognised_in_every_form_and_nothing_else() {
+        let none = Params::default();
+        let erp = |m: Method, p: &str| is_logout(AppKind::Erpnext, &m, p, &none);
+        assert!(erp(Method::POST, "/api/method/logout"));
+        assert!(erp(Method::GET, "/API/v1/METHOD/frappe.handler.logout"));
+        assert!(erp(Method::GET, "//api/v2/method/web_logout/"));
+        assert!(erp(Method::GET, "/logout"));
+        assert!(!erp(Method::GET, "/api/method/logout_all"));
+        assert!(!erp(Method::GET, "/api/v2/document/logout"));
+        assert!(!erp(Method::GET, "/api/method"));
+        let cmd = crate::params::frappe(Some("cmd=web_logout"), &HeaderMap::new(), b"").unwrap();
+        assert!(is_logout(AppKind::Erpnext, &Method::GET, "/", &cmd));
+        let ak = |m: Method, p: &str| is_logout(AppKind::Akaunting, &m, p, &none);
+        assert!(ak(Method::GET, "/1/auth/logout"));
+        assert!(ak(Method::GET, "/12/Portal/LOGOUT/"));
+        assert!(!ak(Method::POST, "/1/auth/logout"));
+        assert!(!ak(Method::GET, "/x/auth/logout"));
+        assert!(!ak(Method::GET, "/1/auth/logout/more"));
+        assert!(!ak(Method::GET, "/auth/logout"));
+    }
 }

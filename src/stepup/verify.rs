@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::StepUpCx;
 use crate::error::Denial;
 use crate::keys::SecretKey;
-use crate::store::{Key, LockPolicy};
+use crate::store::{Enrolment, Key, LockPolicy};
 use crate::totp::{self, TotpError};
 
 /// How a code was accepted.
@@ -74,17 +74,19 @@ pub async fn check(
     let key = Key::step_up(&cx.site.name, user);
     let k = key.clone();
     if let Some(lock) = cx.store(move |s| s.lock(&k, now)).await? {
+        // Audited by the caller's refusal (`Denial::StepUpLocked`).
         let left = lock.until.duration_since(now).unwrap_or_default();
-        cx.audit.record(
-            cx.event("step_up_blocked")
-                .user(user.to_owned())
-                .reason("step-up is locked"),
-        );
         return Ok(Err(Refused::Locked(left)));
     }
-    let outcome = match looks_like_totp(input) {
-        true => check_totp(cx, user, input, now).await?,
-        false => check_recovery(cx, user, input, now).await?,
+    let (site, u) = (cx.site.name.clone(), user.to_owned());
+    let enrolment = cx
+        .store(move |s| s.enrolment(&site, &u))
+        .await?
+        .filter(|e| e.active);
+    let outcome = match (enrolment, looks_like_totp(input)) {
+        (None, _) => Err(Refused::NotEnrolled),
+        (Some(e), true) => check_totp(cx, user, &e, input, now).await?,
+        (Some(_), false) => check_recovery(cx, user, input, now).await?,
     };
     match outcome {
         Ok(how) => {
@@ -146,20 +148,14 @@ fn looks_like_totp(input: &str) -> bool {
         && (6..=8).contains(&digits)
 }
 
+/// A TOTP code against the user's active enrolment.
 async fn check_totp(
     cx: &StepUpCx<'_>,
     user: &str,
+    enrolment: &Enrolment,
     input: &str,
     now: SystemTime,
 ) -> Result<Result<Accepted, Refused>, Denial> {
-    let (site, u) = (cx.site.name.clone(), user.to_owned());
-    let Some(enrolment) = cx
-        .store(move |s| s.enrolment(&site, &u))
-        .await?
-        .filter(|e| e.active)
-    else {
-        return Ok(Err(Refused::NotEnrolled));
-    };
     let secret = totp::open(
         &seal_key(cx.key),
         &seal_aad(&cx.site.name, user),
@@ -193,20 +189,13 @@ async fn check_totp(
     }
 }
 
+/// A recovery code of an enrolled user (the caller checked the enrolment).
 async fn check_recovery(
     cx: &StepUpCx<'_>,
     user: &str,
     input: &str,
     now: SystemTime,
 ) -> Result<Result<Accepted, Refused>, Denial> {
-    let (site, u) = (cx.site.name.clone(), user.to_owned());
-    let active = cx
-        .store(move |s| s.enrolment(&site, &u))
-        .await?
-        .is_some_and(|e| e.active);
-    if !active {
-        return Ok(Err(Refused::NotEnrolled));
-    }
     if input.trim().is_empty() || input.len() > 128 {
         return Ok(Err(Refused::Wrong));
     }
@@ -227,8 +216,8 @@ mod tests {
 
     use super::*;
     use crate::audit::AuditLog;
+    use crate::store::StateStore;
     use crate::store::sqlite::SqliteStore;
-    use crate::store::{Enrolment, StateStore};
 
     const CONFIG: &str = "[listen]\nhttps = \"127.0.0.1:0\"\n[[site]]\nname = \"erp\"\nhosts = [\"erp.test\"]\n\
 app = \"erpnext\"\nupstream = \"http://127.0.0.1:1\"\ntls = \"self-signed\"\nallow = \"off\"\n\

@@ -27,6 +27,7 @@ impl StateStore for Down {
     fn locks(
         &self,
         _: Option<&str>,
+        _: Option<super::Scope>,
         _: SystemTime,
         _: usize,
     ) -> Result<Vec<(Key, Lock)>, StoreError> {

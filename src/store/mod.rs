@@ -399,10 +399,12 @@ pub trait StateStore: StepUpStore + TokenStore + Send + Sync + 'static {
     /// Clears the failure count (success). Strikes and an active lock stay.
     fn reset(&self, key: &Key) -> Result<(), StoreError>;
 
-    /// Active locks, optionally for one site, newest first, at most `limit`.
+    /// Active locks, optionally of one site and one scope, newest first, at
+    /// most `limit`.
     fn locks(
         &self,
         site: Option<&str>,
+        scope: Option<Scope>,
         now: SystemTime,
         limit: usize,
     ) -> Result<Vec<(Key, Lock)>, StoreError>;

@@ -631,6 +631,7 @@ impl StateStore for SqliteStore {
     fn locks(
         &self,
         site: Option<&str>,
+        scope: Option<Scope>,
         now: SystemTime,
         limit: usize,
     ) -> Result<Vec<(Key, Lock)>, StoreError> {
@@ -641,11 +642,13 @@ impl StateStore for SqliteStore {
             .prepare_cached(
                 "SELECT site, scope, subject, lock_until, strikes FROM counters
                  WHERE lock_until > ?1 AND (?2 IS NULL OR site = ?2)
+                   AND (?4 IS NULL OR scope = ?4)
                  ORDER BY locked_at DESC, id DESC LIMIT ?3",
             )
             .or_store()?;
+        let scope = scope.map(Scope::as_str);
         let rows = stmt
-            .query_map(params![now, site, to_i64(limit)], lock_row)
+            .query_map(params![now, site, to_i64(limit), scope], lock_row)
             .or_store()?;
         rows.map(|row| row.or_store()?.into_pair()).collect()
     }
@@ -942,7 +945,7 @@ mod tests {
         let key = Key::user(SITE, "grace");
         fail(&server, &key, at(0), &policy(), 5);
         assert!(cli.lock(&key, at(1)).unwrap().is_some());
-        assert_eq!(cli.locks(None, at(1), 10).unwrap().len(), 1);
+        assert_eq!(cli.locks(None, None, at(1), 10).unwrap().len(), 1);
         assert_eq!(cli.clear(SITE, Some("GRACE"), None).unwrap(), 1);
         assert_eq!(server.lock(&key, at(1)).unwrap(), None);
         // Cleared means strikes too: the next lock is a first one again.
@@ -1042,21 +1045,34 @@ mod tests {
         let names = |v: Vec<(Key, Lock)>| v.into_iter().map(|(k, _)| k.subject).collect::<Vec<_>>();
         // c and z locked at the same minute: the later write is newer.
         assert_eq!(
-            names(s.locks(None, at(4), 10).unwrap()),
+            names(s.locks(None, None, at(4), 10).unwrap()),
             ["d", "z", "c", "b", "a"]
         );
-        assert_eq!(names(s.locks(Some(SITE), at(4), 2).unwrap()), ["d", "c"]);
-        assert_eq!(names(s.locks(Some("other"), at(4), 10).unwrap()), ["z"]);
+        assert_eq!(
+            names(s.locks(Some(SITE), None, at(4), 2).unwrap()),
+            ["d", "c"]
+        );
+        assert_eq!(
+            names(s.locks(Some("other"), None, at(4), 10).unwrap()),
+            ["z"]
+        );
         // a's lock ended at 15.
         assert_eq!(
-            names(s.locks(Some(SITE), at(15), 10).unwrap()),
+            names(s.locks(Some(SITE), None, at(15), 10).unwrap()),
             ["d", "c", "b"]
         );
-        assert!(s.locks(None, at(4), 0).unwrap().is_empty());
-        let (key, lock) = &s.locks(None, at(4), 1).unwrap()[0];
+        assert!(s.locks(None, None, at(4), 0).unwrap().is_empty());
+        let (key, lock) = &s.locks(None, None, at(4), 1).unwrap()[0];
         assert_eq!(
             (key.scope, lock.until, lock.strikes),
             (Scope::User, at(18), 1)
+        );
+        s.add_failure(&Key::token(SITE, "192.0.2.1"), at(3), &p)
+            .unwrap();
+        assert_eq!(
+            names(s.locks(None, Some(Scope::Token), at(4), 10).unwrap()),
+            ["192.0.2.1"],
+            "only the scope asked for"
         );
     }
 

@@ -1,4 +1,5 @@
-//! The in-memory view of every token, kept in step with the store.
+//! The in-memory view of every token and of the addresses locked for
+//! invalid tokens, kept in step with the store.
 //!
 //! Requests read it without a lock ([`ArcSwap`]). A background task calls
 //! [`TokenCache::refresh`] every [`REFRESH_EVERY`]: one small read of the
@@ -10,18 +11,17 @@
 //! requests nor floods the audit log.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, RateLimiter};
 use ipnet::IpNet;
 
 use super::scope::{self, Scopes};
 use crate::audit::{AuditEvent, AuditLog};
-use crate::store::{StateStore, StoreError, TokenRecord};
+use crate::store::{Key, Scope, StateStore, StoreError, TokenRecord};
 
 /// How often the store's token version is polled.
 pub const REFRESH_EVERY: Duration = Duration::from_millis(250);
@@ -55,7 +55,9 @@ impl LiveToken {
             .collect::<Result<Vec<_>, _>>()?;
         let limiter = match &record.rate {
             None => None,
-            Some(r) => Some(limiter(&crate::config::values::parse_rate(r)?)),
+            Some(r) => Some(RateLimiter::direct(crate::login::limiter::quota(
+                crate::config::values::parse_rate(r)?,
+            ))),
         };
         Ok(LiveToken {
             record,
@@ -70,10 +72,7 @@ impl LiveToken {
     /// Counts one use at `now`.
     pub fn used(&self, now: SystemTime) {
         self.uses.fetch_add(1, Ordering::Relaxed);
-        let ms = now
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        self.last_used_ms.fetch_max(ms, Ordering::Relaxed);
+        self.last_used_ms.fetch_max(ms(now), Ordering::Relaxed);
     }
 
     fn take_uses(&self) -> Option<(u64, SystemTime)> {
@@ -81,14 +80,6 @@ impl LiveToken {
         let ms = self.last_used_ms.load(Ordering::Relaxed);
         (n > 0).then(|| (n, UNIX_EPOCH + Duration::from_millis(ms)))
     }
-}
-
-fn limiter(rate: &crate::config::values::Rate) -> DefaultDirectRateLimiter {
-    let period = rate.per / rate.count.get();
-    let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
-        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-        .allow_burst(rate.count);
-    RateLimiter::direct(quota)
 }
 
 /// Whether two records allow the same (use counts aside).
@@ -106,9 +97,15 @@ fn same_rules(a: &TokenRecord, b: &TokenRecord) -> bool {
 /// revocation might be missed.
 pub const TRUST_FOR: Duration = Duration::from_secs(5);
 
-/// Every token, by id.
+/// The most address locks (scope `token`) held in memory: the newest ones.
+/// An older lock still stops guessing, because the store refuses to count
+/// (and so reports) a locked address on its next invalid token.
+const MAX_LOCKS: usize = 10_000;
+
+/// Every token, by id, and the addresses locked for invalid tokens.
 pub struct TokenCache {
     tokens: ArcSwap<HashMap<String, Arc<LiveToken>>>,
+    locks: ArcSwap<HashMap<Key, SystemTime>>,
     version: AtomicI64,
     checked_ms: AtomicU64,
 }
@@ -117,16 +114,20 @@ impl Default for TokenCache {
     fn default() -> Self {
         TokenCache {
             tokens: ArcSwap::from_pointee(HashMap::new()),
+            locks: ArcSwap::from_pointee(HashMap::new()),
             version: AtomicI64::new(i64::MIN),
             checked_ms: AtomicU64::new(0),
         }
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn now_ms() -> u64 {
+    ms(SystemTime::now())
 }
 
 impl TokenCache {
@@ -140,8 +141,31 @@ impl TokenCache {
         self.tokens.load().get(id).cloned()
     }
 
-    /// Reloads the tokens if the store's version changed; returns whether it
-    /// did. Blocking: run it off the async workers.
+    /// When the address lock `key` ends, if it is in force at `now`: read
+    /// from memory, so a valid token costs no store read.
+    pub fn locked(&self, key: &Key, now: SystemTime) -> Option<SystemTime> {
+        self.locks
+            .load()
+            .get(key)
+            .copied()
+            .filter(|until| *until > now)
+    }
+
+    /// Remembers a lock this process learnt of (it tripped it, or the store
+    /// reported it), before the next poll would.
+    pub fn note_lock(&self, key: &Key, until: SystemTime) {
+        self.locks.rcu(|old| {
+            let mut map = HashMap::clone(old);
+            map.insert(key.clone(), until);
+            map
+        });
+    }
+
+    /// Reloads the address locks (every poll: a lock made or lifted by
+    /// another gateway or `erpguard lockout clear` is seen within
+    /// [`REFRESH_EVERY`]), and the tokens if the store's version changed;
+    /// returns whether the tokens were reloaded. Blocking: run it off the
+    /// async workers.
     /// `audit` receives the aggregated use lines of counts written on the
     /// way; `None` writes them to the store only.
     pub fn refresh(
@@ -149,6 +173,13 @@ impl TokenCache {
         store: &dyn StateStore,
         audit: Option<&AuditLog>,
     ) -> Result<bool, StoreError> {
+        let now = SystemTime::now();
+        let locks: HashMap<Key, SystemTime> = store
+            .locks(None, Some(Scope::Token), now, MAX_LOCKS)?
+            .into_iter()
+            .map(|(key, lock)| (key, lock.until))
+            .collect();
+        self.locks.store(Arc::new(locks));
         let version = store.token_version()?;
         let checked = now_ms();
         if version == self.version.load(Ordering::Acquire) {

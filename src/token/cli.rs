@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::audit::AuditEvent;
 use crate::cli::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
-use crate::operator::Operator;
+use crate::operator::{Operator, when};
 use crate::store::TokenRecord;
 
 /// `erpguard token ...`
@@ -45,7 +45,7 @@ pub enum TokenCommand {
         /// The token id.
         id: String,
         /// How long the old secret keeps working.
-        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        #[arg(long, default_value = "24h", value_parser = crate::config::values::parse_duration)]
         overlap: Duration,
     },
 }
@@ -67,7 +67,7 @@ pub struct CreateArgs {
     #[arg(long)]
     credential: String,
     /// Lifetime (e.g. 90d); none means until revoked.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = crate::config::values::parse_duration)]
     expires: Option<Duration>,
     /// A source network allowed to use it (repeat); none means any.
     #[arg(long = "allow")]
@@ -90,18 +90,14 @@ pub struct ReportArgs {
     #[arg(long)]
     site: Option<String>,
     /// Flag tokens unused for this long (never used counts from creation).
-    #[arg(long, default_value = "30d", value_parser = parse_duration)]
+    #[arg(long, default_value = "30d", value_parser = crate::config::values::parse_duration)]
     dormant: Duration,
     /// Flag tokens that expire within this long.
-    #[arg(long, default_value = "14d", value_parser = parse_duration)]
+    #[arg(long, default_value = "14d", value_parser = crate::config::values::parse_duration)]
     expiring: Duration,
     /// One JSON object per line.
     #[arg(long)]
     json: bool,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
 fn existing(env: &Operator, id: &str) -> Result<TokenRecord, u8> {
@@ -248,10 +244,6 @@ fn rotate(env: &Operator, id: &str, overlap: Duration) -> Result<(), u8> {
     );
     println!("{}", new.text);
     Ok(())
-}
-
-fn when(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 fn state(t: &TokenRecord, now: SystemTime) -> &'static str {

@@ -5,9 +5,10 @@
 //! - **Secrets are never stored or logged.** A token is kept as a keyed hash
 //!   of its secret, compared in constant time; logs and the audit log name
 //!   the token by its public id only.
-//! - **Every check from memory.** Tokens live in a [`cache::TokenCache`]
-//!   that polls the store's version every 250 ms, so a revocation or rotation
-//!   made by the CLI is enforced by every running gateway within a second.
+//! - **Every check from memory.** Tokens and address locks live in a
+//!   [`cache::TokenCache`] that polls the store every 250 ms, so a revocation
+//!   or rotation made by the CLI is enforced by every running gateway within
+//!   a second, and a valid token costs no store read.
 //! - **Least privilege.** Expiry, source networks, a per-token rate and the
 //!   [`scope`] are all checked before anything is forwarded; the client's
 //!   token header is removed and the site credential the token names is set
@@ -36,7 +37,7 @@ use crate::config::{AppKind, Site};
 use crate::error::Denial;
 use crate::keys::SecretKey;
 use crate::params::Params;
-use crate::store::{Key, LockPolicy, StateStore};
+use crate::store::{Key, StateStore};
 use cache::{LiveToken, TokenCache};
 
 const HASH_DOMAIN: &str = "erpguard api token v1";
@@ -155,11 +156,9 @@ pub fn refuse_direct(site: &Site, path: &str, headers: &HeaderMap) -> Result<(),
 pub async fn authenticate(cx: &TokenCx<'_>, text: &str) -> Result<Arc<LiveToken>, Denial> {
     let key = Key::token(&cx.site.name, &crate::store::ip_subject(cx.client));
     let now = SystemTime::now();
-    let k = key.clone();
-    let lock = blocking(cx, move |s| s.lock(&k, now)).await?;
-    if let Some(lock) = lock {
+    if let Some(until) = cx.cache.locked(&key, now) {
         return Err(Denial::LockedOut {
-            retry_after: lock.until.duration_since(now).unwrap_or_default(),
+            retry_after: until.duration_since(now).unwrap_or_default(),
         });
     }
     let mut verdict = verify(cx, text, now);
@@ -215,14 +214,12 @@ async fn invalid(
     now: SystemTime,
 ) -> Result<(), Denial> {
     let login = &cx.site.login;
-    let policy = LockPolicy {
-        threshold: login.api_lockout_after,
-        window: login.window,
-        base: login.lockout,
-        max: login.lockout_max,
-        strike_memory: login.lockout_memory,
-    };
-    let counter = blocking(cx, move |s| s.add_failure(&key, now, &policy)).await?;
+    let policy = crate::login::lock_policy(login, login.api_lockout_after);
+    let k = key.clone();
+    let counter = blocking(cx, move |s| s.add_failure(&k, now, &policy)).await?;
+    if let Some(lock) = counter.lock {
+        cx.cache.note_lock(&key, lock.until);
+    }
     let mut event = cx.event("token_denied").reason(why.to_owned());
     if let Some(id) = id {
         // The public id is not a secret, and names which token is misused.
