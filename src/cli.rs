@@ -122,7 +122,9 @@ fn run(path: &std::path::Path) -> u8 {
         Err(code) => return code,
     };
     crate::logging::init(&config.log);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+    // The control runtime: signals, reloads, the token follower, the admin and
+    // redirect listeners. HTTPS traffic runs on the workers' own runtimes.
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -34,3 +34,4 @@ pub mod summary;
 pub mod tls;
 pub mod token;
 pub mod totp;
+pub mod worker;

@@ -42,11 +42,12 @@ impl Runtime {
     pub fn build(config: Config, generation: u64) -> Result<Runtime, ConfigError> {
         let mut hosts = HashMap::new();
         let mut sites = Vec::with_capacity(config.sites.len());
+        let workers = config.listen.worker_count();
         for (i, site) in config.sites.iter().enumerate() {
             for h in &site.hosts {
                 hosts.insert(h.clone(), i);
             }
-            let client = UpstreamClient::new(site).map_err(|e| {
+            let client = UpstreamClient::new(site, workers).map_err(|e| {
                 ConfigError::whole(&config.source, format!("site {:?}: {e}", site.name))
             })?;
             let guard = crate::login::SiteGuard::new(&site.login);

@@ -105,6 +105,19 @@ fn check_refuses_a_missing_allow_list_and_bad_values() {
 }
 
 #[test]
+fn check_bounds_the_worker_count() {
+    let (code, _, err) = check(&GOOD.replacen("[listen]\n", "[listen]\nworkers = 5000\n", 1));
+    assert_eq!(code, 64);
+    assert!(err.contains("broken.toml:2:11:"), "{err}");
+    assert!(
+        err.contains("at most 1024") && err.contains("hint:"),
+        "{err}"
+    );
+    let (code, _, err) = check(&GOOD.replacen("[listen]\n", "[listen]\nworkers = 4\n", 1));
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
 fn check_refuses_missing_certificate_files() {
     let (code, _, err) = check(&GOOD.replace(
         "tls = \"self-signed\"",

@@ -12,6 +12,5 @@ mod client_identity;
 mod login;
 mod proxy;
 mod reload;
-mod spray;
 mod step_up;
 mod tokens;

@@ -131,6 +131,51 @@ async fn http_redirects_to_https_and_https_has_hsts() {
     assert_eq!(up.seen().len(), 1);
 }
 
+/// Sockets in LISTEN state on 127.0.0.1:`port`, from the kernel's own table.
+fn listening_sockets(port: u16) -> usize {
+    let local = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A"))
+        .count()
+}
+
+#[tokio::test]
+async fn workers_share_the_port_and_each_serves() {
+    let ca = Arc::new(Ca::new());
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start().await;
+    let (cert, key, _) = ca.leaf(dir.path(), "a", &["a.test"]);
+    let mut config = base_config(dir.path(), "workers = 3");
+    config += &site("a", &["a.test"], &up.url(), &cert, &key, "allow = \"off\"");
+    let gw = Gateway::start(ca, dir, &config);
+
+    assert_eq!(
+        listening_sockets(gw.https.port()),
+        3,
+        "one socket per worker"
+    );
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", gw.pid()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_owned())
+        .collect();
+    for w in ["erpguard-w0", "erpguard-w1", "erpguard-w2"] {
+        assert!(threads.iter().any(|t| t == w), "{w} missing in {threads:?}");
+    }
+    // Many fresh connections: the kernel spreads them over the three
+    // sockets, and every one is answered whichever worker took it.
+    let replies = futures_util::future::join_all(
+        (0..30).map(|i| gw.get("a.test", "/spread", &[], i % 2 == 0)),
+    )
+    .await;
+    assert!(replies.iter().all(|r| r.status == 200), "{replies:?}");
+    assert_eq!(up.seen().len(), 30);
+}
+
 #[tokio::test]
 async fn http2_is_forwarded_as_http11_with_one_cookie_header() {
     let (gw, up, _) = two_sites("").await;

@@ -40,6 +40,7 @@ pub(super) struct RawListen {
     pub(super) http: Option<Addr>,
     pub(super) admin: Option<Addr>,
     pub(super) https_redirect_port: Option<u16>,
+    pub(super) workers: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -60,6 +60,19 @@ pub struct Listen {
     pub admin: Option<SocketAddr>,
     /// The port put into HTTP→HTTPS redirects (`None`: the port the HTTPS listener bound).
     pub https_redirect_port: Option<u16>,
+    /// HTTPS worker threads (`0`: one per CPU); see [`Listen::worker_count`].
+    pub workers: usize,
+}
+
+impl Listen {
+    /// How many HTTPS workers to run: `workers`, or one per CPU the process
+    /// may use when it is `0`.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+    }
 }
 
 /// Connection-level limits.

@@ -29,7 +29,7 @@ const DEFAULT_INSPECT_MAX: u64 = 10 << 20;
 /// Checks one file's worth of raw config.
 pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigError> {
     let cx = Cx { path, text };
-    let listen = listen(&raw.listen);
+    let listen = listen(&cx, &raw.listen)?;
     let sites = sites(&cx, raw.sites)?;
     Ok(Config {
         source: path.to_path_buf(),
@@ -62,14 +62,27 @@ impl Cx<'_> {
     }
 }
 
-fn listen(raw: &RawListen) -> Listen {
+/// More HTTPS workers than this is a typo, not a machine.
+const MAX_WORKERS: usize = 1024;
+
+fn listen(cx: &Cx<'_>, raw: &RawListen) -> Result<Listen, ConfigError> {
     let https = raw.https.0;
-    Listen {
+    let workers = match &raw.workers {
+        Some(w) if *w.get_ref() > MAX_WORKERS => {
+            return Err(cx
+                .err(w.span(), format!("`workers` is at most {MAX_WORKERS}"))
+                .hint("0 runs one worker per CPU"));
+        }
+        Some(w) => *w.get_ref(),
+        None => 0,
+    };
+    Ok(Listen {
         https,
         http: raw.http.map(|a| a.0),
         admin: raw.admin.map(|a| a.0),
         https_redirect_port: raw.https_redirect_port,
-    }
+        workers,
+    })
 }
 
 fn limits(raw: &RawLimits) -> Limits {

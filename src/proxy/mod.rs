@@ -22,16 +22,20 @@ use headers::ForwardedFacts;
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
-/// A pooled HTTP/1.1 client toward one site's upstream.
+/// Pooled HTTP/1.1 clients toward one site's upstream: one pool per HTTPS
+/// worker, and one more for every other thread.
+///
+/// A pooled connection is driven by a task on the runtime that opened it, so
+/// a worker that only ever uses its own pool never wakes another thread.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    client: Client<Connector, RequestBody>,
+    pools: Arc<[Client<Connector, RequestBody>]>,
     site: Arc<str>,
 }
 
 impl UpstreamClient {
-    /// Builds the pool with the site's connect and idle timeouts.
-    pub fn new(site: &Site) -> Result<Self, String> {
+    /// Builds `workers + 1` pools with the site's connect and idle timeouts.
+    pub fn new(site: &Site, workers: usize) -> Result<Self, String> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -43,16 +47,25 @@ impl UpstreamClient {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(site.timeouts.pool_idle)
-            .pool_timer(TokioTimer::new())
-            // erpguard sets Host itself: the upstream must see the site's name, not its address.
-            .set_host(false)
-            .build(https);
+        let pool = || {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(site.timeouts.pool_idle)
+                .pool_timer(TokioTimer::new())
+                // erpguard sets Host itself: the upstream must see the site's name, not its address.
+                .set_host(false)
+                .build(https.clone())
+        };
         Ok(UpstreamClient {
-            client,
+            pools: (0..=workers).map(|_| pool()).collect(),
             site: site.name.as_str().into(),
         })
+    }
+
+    /// The calling thread's pool: its worker's, or the shared last one.
+    fn pool(&self) -> &Client<Connector, RequestBody> {
+        let last = self.pools.len() - 1;
+        let i = crate::worker::current().map_or(last, |w| w.min(last));
+        &self.pools[i]
     }
 }
 
@@ -164,7 +177,7 @@ async fn send(
     req: Request<RequestBody>,
 ) -> Result<Response<Incoming>, Denial> {
     let wait = site.timeouts.response_header;
-    match tokio::time::timeout(wait, client.client.request(req)).await {
+    match tokio::time::timeout(wait, client.pool().request(req)).await {
         Err(_) => Err(Denial::UpstreamTimeout(wait)),
         Ok(Ok(resp)) => Ok(resp),
         Ok(Err(e)) if caused_by_body_limit(&e) => Err(Denial::BodyTooLarge {

@@ -1,9 +1,11 @@
 //! The accept loop and one connection's life: permit, TLS handshake under a
 //! timeout, hyper with the header-read timer, graceful drain on shutdown.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -13,8 +15,13 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
 use super::Shared;
+use crate::body::ResponseBody;
 use crate::config::Limits;
 use crate::stack::{self, ConnInfo};
+
+/// What every listener's service takes and gives; refusals are responses, so it never fails.
+type Req = http::Request<hyper::body::Incoming>;
+type Resp = http::Response<ResponseBody>;
 
 /// What a listener serves.
 pub(super) enum Kind {
@@ -32,13 +39,13 @@ pub(super) struct Listener {
     pub(super) permits: Arc<Semaphore>,
     pub(super) tracker: TaskTracker,
     pub(super) stop: watch::Receiver<bool>,
-    pub(super) kind: Kind,
+    pub(super) kind: Arc<Kind>,
 }
 
 impl Listener {
     /// Accepts until shutdown; each connection runs in its own tracked task.
     pub(super) async fn run(mut self, listener: TcpListener) {
-        let kind = Arc::new(self.kind);
+        let kind = self.kind.clone();
         loop {
             // Admin connections do not take public-connection permits: a flood on
             // the public port must not make the gateway unobservable.
@@ -99,12 +106,12 @@ impl Connection {
                 let svc = service_fn(move |req| {
                     super::redirect::handle(shared.clone(), info.clone(), req)
                 });
-                drive(builder(&limits, None), TokioIo::new(tcp), svc, self.stop).await;
+                serve_either(&either(&limits), TokioIo::new(tcp), svc, self.stop).await;
             }
             Kind::Admin => {
                 let shared = self.shared.clone();
                 let svc = service_fn(move |req| crate::admin::handle(shared.clone(), req));
-                drive(builder(&limits, None), TokioIo::new(tcp), svc, self.stop).await;
+                serve_either(&either(&limits), TokioIo::new(tcp), svc, self.stop).await;
             }
         }
     }
@@ -139,12 +146,16 @@ impl Connection {
             tls: true,
         });
         let shared = self.shared.clone();
-        let svc = service_fn(move |req| stack::handle(shared.clone(), info.clone(), req));
+        // Boxed: hyper keeps room for one in-flight service future for the whole
+        // life of a connection, so an unboxed one would cost its full size on
+        // every idle keep-alive connection instead of only during a request.
+        let svc = service_fn(move |req| Box::pin(stack::handle(shared.clone(), info.clone(), req)));
         metrics.connection(1);
-        drive(
-            builder(limits, alpn.as_deref()),
+        serve_negotiated(
             TokioIo::new(tls),
             svc,
+            alpn.as_deref(),
+            limits,
             self.stop.clone(),
         )
         .await;
@@ -152,8 +163,28 @@ impl Connection {
     }
 }
 
-/// hyper's server settings from the limits; the ALPN result pins the protocol.
-fn builder(limits: &Limits, alpn: Option<&[u8]>) -> auto::Builder<TokioExecutor> {
+/// HTTP/1.1 settings from the limits.
+fn http1(limits: &Limits) -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes);
+    b
+}
+
+/// HTTP/2 settings from the limits.
+fn http2(limits: &Limits) -> http2::Builder<TokioExecutor> {
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_h2_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    b
+}
+
+/// Either protocol, told apart by the connection preface; for plain HTTP and
+/// for TLS clients that offered no ALPN.
+fn either(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
@@ -164,36 +195,74 @@ fn builder(limits: &Limits, alpn: Option<&[u8]>) -> auto::Builder<TokioExecutor>
         .max_concurrent_streams(limits.max_h2_streams)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(Duration::from_secs(30)));
+    b
+}
+
+/// Serves a TLS connection with the protocol ALPN settled on. Each protocol's
+/// connection is boxed on its own: an idle HTTP/1.1 connection then holds
+/// HTTP/1.1 state only, not room for HTTP/2's too (what a connection that
+/// could still become either must keep).
+async fn serve_negotiated<S>(
+    io: TokioIo<tokio_rustls::server::TlsStream<TcpStream>>,
+    svc: S,
+    alpn: Option<&[u8]>,
+    limits: &Limits,
+    stop: watch::Receiver<bool>,
+) where
+    S: hyper::service::Service<Req, Response = Resp, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
     match alpn {
-        Some(b"h2") => b.http2_only(),
-        Some(_) => b.http1_only(),
-        None => b,
+        Some(b"h2") => {
+            let conn = http2(limits).serve_connection(io, svc);
+            drive(Box::pin(conn), stop, http2::Connection::graceful_shutdown).await;
+        }
+        Some(_) => {
+            let conn = http1(limits).serve_connection(io, svc).with_upgrades();
+            drive(
+                Box::pin(conn),
+                stop,
+                http1::UpgradeableConnection::graceful_shutdown,
+            )
+            .await;
+        }
+        None => serve_either(&either(limits), io, svc, stop).await,
     }
 }
 
-/// Serves one connection until it ends, or drains it gracefully on shutdown.
-async fn drive<I, S, B>(
-    builder: auto::Builder<TokioExecutor>,
+/// Serves a connection that may speak either protocol.
+async fn serve_either<I, S>(
+    builder: &auto::Builder<TokioExecutor>,
     io: TokioIo<I>,
     svc: S,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
-        + Send
-        + 'static,
+    S: hyper::service::Service<Req, Response = Resp, Error = Infallible> + Send + 'static,
     S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let conn = builder.serve_connection_with_upgrades(io, svc);
-    tokio::pin!(conn);
+    drive(
+        Box::pin(conn),
+        stop,
+        auto::UpgradeableConnection::graceful_shutdown,
+    )
+    .await;
+}
+
+/// Serves one connection until it ends, or drains it gracefully on shutdown.
+async fn drive<C, E>(
+    mut conn: std::pin::Pin<Box<C>>,
+    mut stop: watch::Receiver<bool>,
+    graceful_shutdown: fn(std::pin::Pin<&mut C>),
+) where
+    C: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     let result = tokio::select! {
         r = conn.as_mut() => r,
         _ = stop.changed() => {
-            conn.as_mut().graceful_shutdown();
+            graceful_shutdown(conn.as_mut());
             conn.await
         }
     };

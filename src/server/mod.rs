@@ -25,6 +25,7 @@ use crate::runtime::{self, Runtime};
 use crate::store::StateStore;
 use crate::store::sqlite::SqliteStore;
 use crate::tls::{self, Mode, SniResolver};
+use crate::worker::Worker;
 
 use conn::Listener;
 
@@ -180,13 +181,20 @@ async fn follow_tokens(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 
 /// The bound listeners.
 struct Bound {
-    https: TcpListener,
+    /// One per HTTPS worker, all on the same port.
+    https: Vec<std::net::TcpListener>,
     http: Option<TcpListener>,
     admin: Option<TcpListener>,
 }
 
 async fn bind_all(listen: &crate::config::Listen) -> Result<Bound, RunError> {
-    let https = bind(listen.https, "https").await?;
+    let https =
+        crate::worker::bind_reuseport(listen.https, listen.worker_count()).map_err(|e| {
+            RunError::Startup(format!(
+                "cannot listen for https on {}: {e} (is another process using the port?)",
+                listen.https
+            ))
+        })?;
     let http = match listen.http {
         Some(a) => Some(bind(a, "http").await?),
         None => None,
@@ -219,7 +227,9 @@ async fn serve(
 ) -> Result<(), RunError> {
     let https_addr = bound
         .https
-        .local_addr()
+        .first()
+        .map(std::net::TcpListener::local_addr)
+        .ok_or_else(|| RunError::Startup("no HTTPS listener was bound".into()))?
         .map_err(|e| RunError::Startup(e.to_string()))?;
     let _ = shared.https_port.set(https_addr.port());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -250,12 +260,13 @@ async fn serve(
         stop: stop_rx.clone(),
         kind,
     };
-    tracker.spawn(listener(conn::Kind::Https(acceptor)).run(bound.https));
+    let https = Arc::new(conn::Kind::Https(acceptor));
+    start_workers(bound.https, || listener(https.clone()))?;
     if let Some(http) = bound.http {
-        tracker.spawn(listener(conn::Kind::Redirect).run(http));
+        tracker.spawn(listener(Arc::new(conn::Kind::Redirect)).run(http));
     }
     if let Some(admin) = bound.admin {
-        tracker.spawn(listener(conn::Kind::Admin).run(admin));
+        tracker.spawn(listener(Arc::new(conn::Kind::Admin)).run(admin));
     }
     wait_for_shutdown().await;
     tracing::info!(drain = ?limits.drain_timeout, "shutting down: no new connections, draining");
@@ -269,6 +280,33 @@ async fn serve(
     }
     shared.audit.record(AuditEvent::new("gateway_stopped"));
     shared.audit.flush();
+    Ok(())
+}
+
+/// Starts one HTTPS worker per listener. A worker's accept loop and every
+/// connection it accepts run on its own thread; after shutdown it keeps
+/// driving them until the drain is over (the tracker is shared, so the main
+/// task's drain timeout still bounds it).
+fn start_workers(
+    listeners: Vec<std::net::TcpListener>,
+    listener: impl Fn() -> Listener,
+) -> Result<(), RunError> {
+    let workers = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(id, l)| Worker::new(id, l))
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|e| RunError::Startup(format!("cannot start the HTTPS workers: {e}")))?;
+    for worker in workers {
+        let accept = listener();
+        let tracker = accept.tracker.clone();
+        worker
+            .start(move |tcp| async move {
+                accept.run(tcp).await;
+                tracker.wait().await;
+            })
+            .map_err(|e| RunError::Startup(format!("cannot start an HTTPS worker: {e}")))?;
+    }
     Ok(())
 }
 
@@ -309,7 +347,7 @@ pub async fn reload(shared: &Arc<Shared>, trigger: &'static str) -> Result<u64, 
         Ok((mut rt, certs, listen_changed)) => {
             if listen_changed {
                 tracing::warn!(
-                    "[listen] changed: listener addresses apply after a restart; the rest is reloaded"
+                    "[listen] changed: listener addresses and workers apply after a restart; the rest is reloaded"
                 );
             }
             rt.generation = shared.next_generation();

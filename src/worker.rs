@@ -1,0 +1,137 @@
+//! HTTPS workers: one OS thread per worker, each running a single-threaded
+//! tokio runtime over its own `SO_REUSEPORT` listener.
+//!
+//! The kernel spreads new connections over the workers' listeners, and from
+//! then on a connection's TLS, its judging and its upstream exchange stay on
+//! one thread: every wake-up between the client connection, the request and
+//! the pooled upstream connection is a push onto a local run queue, never a
+//! cross-thread notification. Work-stealing runtimes pay a futex wake for
+//! those, which on a small machine shared with the ERP costs more than the
+//! proxying itself (see `bench/load`).
+
+use std::cell::Cell;
+use std::io;
+use std::net::SocketAddr;
+
+thread_local! {
+    static CURRENT: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The worker the calling thread belongs to, `None` off the HTTPS workers
+/// (the control runtime, blocking-pool threads, CLI verbs, tests).
+pub fn current() -> Option<usize> {
+    CURRENT.with(Cell::get)
+}
+
+/// Binds `n` listening sockets to `addr` that share its port through
+/// `SO_REUSEPORT`. Port 0 is resolved by the first bind, so all `n` share
+/// whatever port the kernel chose. Linux lets only sockets of the same user
+/// join a reuse-port group, so another account cannot steal connections.
+pub fn bind_reuseport(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let first = bind_one(addr)?;
+    let addr = first.local_addr()?;
+    let mut all = Vec::with_capacity(n);
+    all.push(first);
+    for _ in 1..n {
+        all.push(bind_one(addr)?);
+    }
+    Ok(all)
+}
+
+fn bind_one(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// A worker ready to start: its runtime, built (and its listener registered)
+/// before any thread starts, so a failure is a start-up error.
+pub struct Worker {
+    id: usize,
+    runtime: tokio::runtime::Runtime,
+    listener: tokio::net::TcpListener,
+}
+
+impl Worker {
+    /// Builds the worker's runtime and registers `listener` with it.
+    pub fn new(id: usize, listener: std::net::TcpListener) -> io::Result<Worker> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name(format!("erpguard-w{id}"))
+            .build()?;
+        let listener = {
+            let _entered = runtime.enter();
+            tokio::net::TcpListener::from_std(listener)?
+        };
+        Ok(Worker {
+            id,
+            runtime,
+            listener,
+        })
+    }
+
+    /// Runs `serve(listener)` on a new thread until it returns; the future
+    /// and everything it spawns run on this worker's thread.
+    pub fn start<F, Fut>(self, serve: F) -> io::Result<std::thread::JoinHandle<()>>
+    where
+        F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let Worker {
+            id,
+            runtime,
+            listener,
+        } = self;
+        std::thread::Builder::new()
+            .name(format!("erpguard-w{id}"))
+            .spawn(move || {
+                CURRENT.with(|c| c.set(Some(id)));
+                runtime.block_on(serve(listener));
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_zero_is_shared_by_every_socket() {
+        let all = bind_reuseport("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        let ports: Vec<u16> = all.iter().map(|l| l.local_addr().unwrap().port()).collect();
+        assert_eq!(ports.len(), 3);
+        assert_ne!(ports[0], 0);
+        assert!(ports.iter().all(|p| *p == ports[0]), "{ports:?}");
+    }
+
+    #[test]
+    fn a_port_held_without_reuseport_is_refused() {
+        let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = plain.local_addr().unwrap();
+        assert!(bind_reuseport(taken, 2).is_err());
+    }
+
+    #[test]
+    fn the_worker_id_is_set_on_its_thread_only() {
+        let l = bind_reuseport("127.0.0.1:0".parse().unwrap(), 1)
+            .unwrap()
+            .pop()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let handle = Worker::new(7, l)
+            .unwrap()
+            .start(move |_listener| async move {
+                let on_blocking = tokio::task::spawn_blocking(current).await.unwrap();
+                tx.send((current(), on_blocking)).unwrap();
+            })
+            .unwrap();
+        handle.join().unwrap();
+        assert_eq!(rx.recv().unwrap(), (Some(7), None));
+        assert_eq!(current(), None);
+    }
+}
