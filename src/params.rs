@@ -315,11 +315,18 @@ enum Repeat {
 
 /// An ordered name → entry map; a replaced entry keeps its first position, like a Python `dict`
 /// or a PHP array.
+///
+/// Names are found by a scan while there are few of them (a typical RPC has under a dozen,
+/// and a scan beats hashing and copying each name); past [`SCAN_LIMIT`] an index is built,
+/// so a body with [`MAX_FIELDS`] names costs no more than linear time.
 #[derive(Default)]
 struct Builder {
     entries: Vec<Entry>,
-    index: HashMap<String, usize>,
+    index: Option<HashMap<String, usize>>,
 }
+
+/// How many names a [`Builder`] scans before it indexes them.
+const SCAN_LIMIT: usize = 16;
 
 impl Builder {
     fn from_entries(entries: Vec<Entry>, repeat: Repeat) -> Self {
@@ -330,16 +337,29 @@ impl Builder {
         builder
     }
 
+    fn position(&self, name: &str) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(name).copied(),
+            None => self.entries.iter().position(|e| e.name == name),
+        }
+    }
+
     fn insert(&mut self, entry: Entry, repeat: Repeat) {
-        match self.index.get(&entry.name) {
-            Some(&at) => {
+        match self.position(&entry.name) {
+            Some(at) => {
                 if let (Repeat::KeepLast, Some(slot)) = (repeat, self.entries.get_mut(at)) {
                     *slot = entry;
                 }
             }
             None => {
-                self.index.insert(entry.name.clone(), self.entries.len());
+                if let Some(index) = &mut self.index {
+                    index.insert(entry.name.clone(), self.entries.len());
+                }
                 self.entries.push(entry);
+                if self.index.is_none() && self.entries.len() > SCAN_LIMIT {
+                    let index = self.entries.iter().enumerate();
+                    self.index = Some(index.map(|(i, e)| (e.name.clone(), i)).collect());
+                }
             }
         }
     }
@@ -1134,6 +1154,28 @@ mod tests {
                 want.clone(),
             );
         }
+    }
+
+    #[test]
+    fn many_names_keep_order_and_repeat_rules_past_the_scan_limit() {
+        // 40 names, each sent twice: the first copy of each is in the query, the second in
+        // the form, so the form's value wins (update) while the order stays the query's.
+        let names: Vec<String> = (0..40).map(|i| format!("n{i}")).collect();
+        let query: Vec<String> = names.iter().map(|n| format!("{n}=q&{n}=q2")).collect();
+        let body: Vec<String> = names
+            .iter()
+            .rev()
+            .map(|n| format!("{n}=f&{n}=f2"))
+            .collect();
+        let params = frappe(
+            Some(&query.join("&")),
+            &headers(Some(URLENCODED)),
+            body.join("&").as_bytes(),
+        )
+        .unwrap();
+        let got: Vec<(&str, &str)> = params.iter().collect();
+        let want: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "f")).collect();
+        assert_eq!(got, want);
     }
 
     #[test]

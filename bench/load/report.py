@@ -173,7 +173,8 @@ def main():
       f"**haproxy** = HAProxy TLS reverse proxy (nbthread {meta.get('NPROC')}, "
       f"alpn h2,http/1.1, http-reuse always); **erpguard** = erpguard, app "
       f"`erpnext` profile with login guard on (per_ip 1000000/min), allow list, "
-      f"audit log, SQLite state ({meta.get('NPROC')} tokio workers). "
+      f"audit log, SQLite state ([listen] workers default: {meta.get('NPROC')} HTTPS "
+      f"workers, one thread and one SO_REUSEPORT socket each). "
       f"nginx and HAProxy do no security checks.")
     p(f"- Idle timeouts raised to {meta.get('IDLE_TIMEOUT')} everywhere: erpguard "
       f"`[limits] header_read_timeout` (hyper applies it while a keep-alive connection "

@@ -106,12 +106,24 @@ impl Connection {
                 let svc = service_fn(move |req| {
                     super::redirect::handle(shared.clone(), info.clone(), req)
                 });
-                serve_either(&either(&limits), TokioIo::new(tcp), svc, self.stop).await;
+                Box::pin(serve_either(
+                    either(&limits),
+                    TokioIo::new(tcp),
+                    svc,
+                    self.stop,
+                ))
+                .await;
             }
             Kind::Admin => {
                 let shared = self.shared.clone();
                 let svc = service_fn(move |req| crate::admin::handle(shared.clone(), req));
-                serve_either(&either(&limits), TokioIo::new(tcp), svc, self.stop).await;
+                Box::pin(serve_either(
+                    either(&limits),
+                    TokioIo::new(tcp),
+                    svc,
+                    self.stop,
+                ))
+                .await;
             }
         }
     }
@@ -123,7 +135,11 @@ impl Connection {
         limits: &Limits,
     ) {
         let metrics = &self.shared.metrics;
-        let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+        // Boxed, like the served connection below: the task itself then keeps
+        // no room for a TLS stream, which would sit unused on every idle
+        // connection beside the one hyper owns.
+        let handshake = Box::pin(acceptor.accept(tcp));
+        let tls = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 metrics.handshake("failed");
@@ -139,7 +155,11 @@ impl Connection {
         metrics.handshake("ok");
         let session = tls.get_ref().1;
         let sni = session.server_name().map(Arc::from);
-        let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+        // Only h2 or not matters; a static answer keeps nothing of the session alive.
+        let alpn: Option<&'static [u8]> = session.alpn_protocol().map(|p| match p {
+            b"h2" => &b"h2"[..],
+            _ => &b"http/1.1"[..],
+        });
         let info = Arc::new(ConnInfo {
             peer: self.peer,
             sni,
@@ -151,14 +171,7 @@ impl Connection {
         // every idle keep-alive connection instead of only during a request.
         let svc = service_fn(move |req| Box::pin(stack::handle(shared.clone(), info.clone(), req)));
         metrics.connection(1);
-        serve_negotiated(
-            TokioIo::new(tls),
-            svc,
-            alpn.as_deref(),
-            limits,
-            self.stop.clone(),
-        )
-        .await;
+        serve_negotiated(TokioIo::new(tls), svc, alpn, limits, self.stop.clone()).await;
         metrics.connection(-1);
     }
 }
@@ -198,41 +211,45 @@ fn either(limits: &Limits) -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// A served connection, boxed: the connection task then holds a pointer, not
+/// room for the largest thing a connection could become.
+type Served = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// Serves a TLS connection with the protocol ALPN settled on. Each protocol's
 /// connection is boxed on its own: an idle HTTP/1.1 connection then holds
 /// HTTP/1.1 state only, not room for HTTP/2's too (what a connection that
 /// could still become either must keep).
-async fn serve_negotiated<S>(
+fn serve_negotiated<S>(
     io: TokioIo<tokio_rustls::server::TlsStream<TcpStream>>,
     svc: S,
     alpn: Option<&[u8]>,
     limits: &Limits,
     stop: watch::Receiver<bool>,
-) where
+) -> Served
+where
     S: hyper::service::Service<Req, Response = Resp, Error = Infallible> + Send + 'static,
     S::Future: Send + 'static,
 {
     match alpn {
         Some(b"h2") => {
             let conn = http2(limits).serve_connection(io, svc);
-            drive(Box::pin(conn), stop, http2::Connection::graceful_shutdown).await;
+            Box::pin(drive(conn, stop, http2::Connection::graceful_shutdown))
         }
         Some(_) => {
             let conn = http1(limits).serve_connection(io, svc).with_upgrades();
-            drive(
-                Box::pin(conn),
+            Box::pin(drive(
+                conn,
                 stop,
                 http1::UpgradeableConnection::graceful_shutdown,
-            )
-            .await;
+            ))
         }
-        None => serve_either(&either(limits), io, svc, stop).await,
+        None => Box::pin(serve_either(either(limits), io, svc, stop)),
     }
 }
 
 /// Serves a connection that may speak either protocol.
 async fn serve_either<I, S>(
-    builder: &auto::Builder<TokioExecutor>,
+    builder: auto::Builder<TokioExecutor>,
     io: TokioIo<I>,
     svc: S,
     stop: watch::Receiver<bool>,
@@ -242,23 +259,19 @@ async fn serve_either<I, S>(
     S::Future: Send + 'static,
 {
     let conn = builder.serve_connection_with_upgrades(io, svc);
-    drive(
-        Box::pin(conn),
-        stop,
-        auto::UpgradeableConnection::graceful_shutdown,
-    )
-    .await;
+    drive(conn, stop, auto::UpgradeableConnection::graceful_shutdown).await;
 }
 
 /// Serves one connection until it ends, or drains it gracefully on shutdown.
 async fn drive<C, E>(
-    mut conn: std::pin::Pin<Box<C>>,
+    conn: C,
     mut stop: watch::Receiver<bool>,
     graceful_shutdown: fn(std::pin::Pin<&mut C>),
 ) where
     C: std::future::Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
+    tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
         _ = stop.changed() => {
