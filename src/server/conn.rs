@@ -106,24 +106,12 @@ impl Connection {
                 let svc = service_fn(move |req| {
                     super::redirect::handle(shared.clone(), info.clone(), req)
                 });
-                Box::pin(serve_either(
-                    either(&limits),
-                    TokioIo::new(tcp),
-                    svc,
-                    self.stop,
-                ))
-                .await;
+                serve_plain(tcp, svc, &limits, self.stop).await;
             }
             Kind::Admin => {
                 let shared = self.shared.clone();
                 let svc = service_fn(move |req| crate::admin::handle(shared.clone(), req));
-                Box::pin(serve_either(
-                    either(&limits),
-                    TokioIo::new(tcp),
-                    svc,
-                    self.stop,
-                ))
-                .await;
+                serve_plain(tcp, svc, &limits, self.stop).await;
             }
         }
     }
@@ -245,6 +233,15 @@ where
         }
         None => Box::pin(serve_either(either(limits), io, svc, stop)),
     }
+}
+
+/// Serves a plain-HTTP connection (redirects, admin), boxed like the rest.
+fn serve_plain<S>(tcp: TcpStream, svc: S, limits: &Limits, stop: watch::Receiver<bool>) -> Served
+where
+    S: hyper::service::Service<Req, Response = Resp, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    Box::pin(serve_either(either(limits), TokioIo::new(tcp), svc, stop))
 }
 
 /// Serves a connection that may speak either protocol.
