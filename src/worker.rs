@@ -60,9 +60,11 @@ pub struct Worker {
 impl Worker {
     /// Builds the worker's runtime and registers `listener` with it.
     pub fn new(id: usize, listener: std::net::TcpListener) -> io::Result<Worker> {
+        // The name is for the runtime's blocking-pool threads (store calls);
+        // the worker thread itself is named in `start`.
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .thread_name(format!("erpguard-w{id}"))
+            .thread_name(format!("erpguard-b{id}"))
             .build()?;
         let listener = {
             let _entered = runtime.enter();

@@ -242,13 +242,6 @@ async fn serve(
         ready_tx,
     ));
     let _ = ready_rx.await;
-    tracing::info!(https = %https_addr, http = local(&bound.http), admin = local(&bound.admin),
-        config = %shared.config_path.display(), "listening");
-    shared.audit.record(
-        AuditEvent::new("gateway_started").detail(serde_json::json!({
-            "https": https_addr.to_string(), "generation": 1,
-        })),
-    );
     let tracker = TaskTracker::new();
     let limits = shared.runtime.load().config.limits.clone();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -260,6 +253,7 @@ async fn serve(
         stop: stop_rx.clone(),
         kind,
     };
+    let (http_addr, admin_addr) = (local(&bound.http), local(&bound.admin));
     let https = Arc::new(conn::Kind::Https(acceptor));
     start_workers(bound.https, || listener(https.clone()))?;
     if let Some(http) = bound.http {
@@ -268,6 +262,14 @@ async fn serve(
     if let Some(admin) = bound.admin {
         tracker.spawn(listener(Arc::new(conn::Kind::Admin)).run(admin));
     }
+    // Only now: every accept loop runs, so "listening" is a promise.
+    tracing::info!(https = %https_addr, http = http_addr, admin = admin_addr,
+        config = %shared.config_path.display(), "listening");
+    shared.audit.record(
+        AuditEvent::new("gateway_started").detail(serde_json::json!({
+            "https": https_addr.to_string(), "generation": 1,
+        })),
+    );
     wait_for_shutdown().await;
     tracing::info!(drain = ?limits.drain_timeout, "shutting down: no new connections, draining");
     let _ = stop_tx.send(true);
