@@ -36,7 +36,11 @@ pub fn summary(config: &Config, certs: &CertStore) -> String {
     let mut out = String::new();
     let l = &config.listen;
     let _ = writeln!(out, "{}: ok", config.source.display());
-    let _ = writeln!(out, "listen:    https {}", l.https);
+    let workers = match l.workers {
+        0 => format!("{} workers, one per CPU", l.worker_count()),
+        n => format!("{n} workers"),
+    };
+    let _ = writeln!(out, "listen:    https {} ({workers})", l.https);
     if let Some(http) = l.http {
         let port = l.https_redirect_port.unwrap_or(l.https.port());
         let _ = writeln!(

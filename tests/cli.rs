@@ -113,8 +113,9 @@ fn check_bounds_the_worker_count() {
         err.contains("at most 1024") && err.contains("hint:"),
         "{err}"
     );
-    let (code, _, err) = check(&GOOD.replacen("[listen]\n", "[listen]\nworkers = 4\n", 1));
+    let (code, out, err) = check(&GOOD.replacen("[listen]\n", "[listen]\nworkers = 4\n", 1));
     assert_eq!(code, 0, "{err}");
+    assert!(out.contains("https 127.0.0.1:0 (4 workers)"), "{out}");
 }
 
 #[test]
