@@ -24,18 +24,21 @@ pub fn current() -> Option<usize> {
 }
 
 /// Binds `n` listening sockets to `addr` that share its port through
-/// `SO_REUSEPORT`. Port 0 is resolved by the first bind, so all `n` share
-/// whatever port the kernel chose. Linux lets only sockets of the same user
-/// join a reuse-port group, so another account cannot steal connections.
+/// `SO_REUSEPORT`. Port 0 is resolved first, so all `n` share whatever port
+/// the kernel chose.
+///
+/// A port something already listens on is refused ("address in use"), even
+/// when that something is a reuse-port group of the same user, such as a
+/// second erpguard started by mistake, which `SO_REUSEPORT` alone would let
+/// share the connections. Linux lets only sockets of the same user join a
+/// group, so another account cannot take connections either way.
 pub fn bind_reuseport(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
-    let first = bind_one(addr)?;
-    let addr = first.local_addr()?;
-    let mut all = Vec::with_capacity(n);
-    all.push(first);
-    for _ in 1..n {
-        all.push(bind_one(addr)?);
-    }
-    Ok(all)
+    // A plain bind fails on a port any socket listens on, reuse-port or not;
+    // it is closed again at once (no connection can have been accepted).
+    let probe = std::net::TcpListener::bind(addr)?;
+    let addr = probe.local_addr()?;
+    drop(probe);
+    (0..n.max(1)).map(|_| bind_one(addr)).collect()
 }
 
 fn bind_one(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
@@ -116,6 +119,16 @@ mod tests {
         let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let taken = plain.local_addr().unwrap();
         assert!(bind_reuseport(taken, 2).is_err());
+    }
+
+    #[test]
+    fn a_port_held_by_another_reuseport_group_is_refused() {
+        let first = bind_reuseport("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let taken = first[0].local_addr().unwrap();
+        let err = bind_reuseport(taken, 2).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        drop(first);
+        assert!(bind_reuseport(taken, 2).is_ok(), "free again once closed");
     }
 
     #[test]
