@@ -84,6 +84,14 @@ pub struct Judged<'rt> {
     pub access: Access,
 }
 
+impl Judged<'_> {
+    /// The raw query, as forwarded. The canonical path before it never holds
+    /// a `?` (an encoded one is refused, a raw one ends the path).
+    pub fn query(&self) -> Option<&str> {
+        self.path_and_query.split_once('?').map(|(_, q)| q)
+    }
+}
+
 /// Per-request facts the audit log, metrics and access log report.
 #[derive(Debug, Default)]
 pub struct RequestCx {
@@ -256,23 +264,22 @@ async fn route(
         &mut Trace::off(),
     )?;
     let site = &judged.site.site;
-    let query = req.uri().query().map(str::to_owned);
     let mut out = Outgoing::new(req, site.max_body);
     let request_id = cx.request_id.clone();
     let su = step_up_cx(shared, &judged, &request_id);
     if stepup::is_reserved(judged.path.decoded()) {
-        return own_page(&su, &judged, query.as_deref(), out).await;
+        return own_page(&su, &judged, out).await;
     }
     // One parameter read for tokens, the login guard and step-up; the body
     // is read only where the app could hide a login, a DocType or an admin
     // target in it.
     let token = token::presented(site, &out.parts.headers).map(str::to_owned);
-    let params = read_params(site, &judged, query.as_deref(), &mut out, token.is_some()).await?;
+    let params = read_params(site, &judged, &mut out, token.is_some()).await?;
     if let Some(text) = token {
         return with_token(shared, conn, cx, &judged, out, params, &text).await;
     }
     token::refuse_direct(site, judged.path.decoded(), &out.parts.headers)?;
-    let attempt = recognise_login(site, &judged, query.as_deref(), &out, params.as_ref())?;
+    let attempt = recognise_login(site, &judged, &out, params.as_ref())?;
     cx.user = attempt.as_ref().and_then(|a| a.user.clone());
     let guard = guard_cx(shared, &judged, cx);
     let admitted = match attempt {
@@ -326,13 +333,12 @@ async fn with_token(
     let none = Params::default();
     let params = params.as_ref().unwrap_or(&none);
     let (method, headers) = (&out.parts.method, &out.parts.headers);
-    let query = judged.path_and_query.split_once('?').map(|(_, q)| q);
     token::authorize(
         &tcx,
         &live,
         method,
         judged.path.decoded(),
-        query,
+        judged.query(),
         headers,
         params,
     )?;
@@ -358,7 +364,6 @@ fn step_up_cx<'a>(shared: &'a Shared, judged: &'a Judged<'_>, request_id: &'a st
 async fn own_page(
     su: &StepUpCx<'_>,
     judged: &Judged<'_>,
-    query: Option<&str>,
     mut out: Outgoing,
 ) -> Result<Response<ResponseBody>, Denial> {
     if !stepup::in_use(&judged.site.site) {
@@ -372,7 +377,7 @@ async fn own_page(
     let req = stepup::endpoint::PageRequest {
         method: &out.parts.method,
         path: judged.path.decoded(),
-        query,
+        query: judged.query(),
         headers: &out.parts.headers,
         authority: authority.to_str().unwrap_or_default(),
         body,
@@ -460,7 +465,6 @@ async fn forward(
 async fn read_params(
     site: &crate::config::Site,
     judged: &Judged<'_>,
-    query: Option<&str>,
     out: &mut Outgoing,
     token: bool,
 ) -> Result<Option<Params>, Denial> {
@@ -468,7 +472,7 @@ async fn read_params(
     if !site.login.enabled && !step_up {
         return Ok(None);
     }
-    let view = request_view(judged, query, out);
+    let view = request_view(judged, out);
     // A token's scope (an Akaunting company in the body, too) needs every
     // parameter the app could read.
     let token_body = token && crate::params::has_parameter_body(&out.parts.headers);
@@ -478,7 +482,7 @@ async fn read_params(
         false if !step_up && !profile::may_be_attempt(site.app, &view) => return Ok(None),
         false => Bytes::new(),
     };
-    profile::params(site.app, &request_view(judged, query, out), &body)
+    profile::params(site.app, &request_view(judged, out), &body)
         .map(Some)
         .map_err(bad_params)
 }
@@ -492,27 +496,22 @@ fn bad_params(e: crate::params::ParamError) -> Denial {
 fn recognise_login(
     site: &crate::config::Site,
     judged: &Judged<'_>,
-    query: Option<&str>,
     out: &Outgoing,
     params: Option<&Params>,
 ) -> Result<Option<Attempt>, Denial> {
     let Some(params) = params.filter(|_| site.login.enabled) else {
         return Ok(None);
     };
-    profile::recognise(site.app, &request_view(judged, query, out), params).map_err(bad_params)
+    profile::recognise(site.app, &request_view(judged, out), params).map_err(bad_params)
 }
 
 /// What the profile looks at: the method, the canonical path, the raw query
 /// and the headers of the request as it will be forwarded.
-fn request_view<'a>(
-    judged: &'a Judged<'_>,
-    query: Option<&'a str>,
-    out: &'a Outgoing,
-) -> RequestView<'a> {
+fn request_view<'a>(judged: &'a Judged<'_>, out: &'a Outgoing) -> RequestView<'a> {
     RequestView {
         method: &out.parts.method,
         path: judged.path.decoded(),
-        query,
+        query: judged.query(),
         headers: &out.parts.headers,
     }
 }

@@ -177,6 +177,20 @@ async fn workers_share_the_port_and_each_serves() {
 }
 
 #[tokio::test]
+async fn a_tls_client_without_alpn_is_served_http11() {
+    let (gw, up, _) = two_sites("").await;
+    let tls = gw.tls("a.test", &[]).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), None);
+    let req = http::Request::get("/no-alpn")
+        .header("host", "a.test")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let reply = crate::support::send(tls, req, false).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(up.seen()[0].uri, "/no-alpn");
+}
+
+#[tokio::test]
 async fn http2_is_forwarded_as_http11_with_one_cookie_header() {
     let (gw, up, _) = two_sites("").await;
     let reply = gw

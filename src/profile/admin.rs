@@ -461,21 +461,23 @@ fn admin_doctype<'a>(name: &str, extra: &'a Extra) -> Option<&'a str> {
     if let Some(dt) = BUILT_IN.get(&folded) {
         return Some(dt);
     }
+    configured_doctypes(extra).find(|dt| same_doctype(name, dt))
+}
+
+/// The operator's extra admin DocTypes (`step_up.extra_doctypes`), blanks skipped.
+fn configured_doctypes(extra: &Extra) -> impl Iterator<Item = &str> + Clone {
     extra
         .doctypes
         .iter()
         .map(String::as_str)
         .filter(|d| !d.trim().is_empty())
-        .find(|dt| same_doctype(name, dt))
 }
 
 fn all_doctypes(extra: &Extra) -> impl Iterator<Item = &str> + Clone {
-    let configured = extra
-        .doctypes
+    ERPNEXT_ADMIN_DOCTYPES
         .iter()
-        .map(String::as_str)
-        .filter(|d| !d.trim().is_empty());
-    ERPNEXT_ADMIN_DOCTYPES.iter().copied().chain(configured)
+        .copied()
+        .chain(configured_doctypes(extra))
 }
 
 /// DocType names match without regard to case (MariaDB collation) and surrounding whitespace

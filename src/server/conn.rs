@@ -8,7 +8,6 @@ use std::time::Duration;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -106,12 +105,12 @@ impl Connection {
                 let svc = service_fn(move |req| {
                     super::redirect::handle(shared.clone(), info.clone(), req)
                 });
-                serve_plain(tcp, svc, &limits, self.stop).await;
+                serve_http(TokioIo::new(tcp), svc, false, &limits, self.stop).await;
             }
             Kind::Admin => {
                 let shared = self.shared.clone();
                 let svc = service_fn(move |req| crate::admin::handle(shared.clone(), req));
-                serve_plain(tcp, svc, &limits, self.stop).await;
+                serve_http(TokioIo::new(tcp), svc, false, &limits, self.stop).await;
             }
         }
     }
@@ -143,11 +142,9 @@ impl Connection {
         metrics.handshake("ok");
         let session = tls.get_ref().1;
         let sni = session.server_name().map(Arc::from);
-        // Only h2 or not matters; a static answer keeps nothing of the session alive.
-        let alpn: Option<&'static [u8]> = session.alpn_protocol().map(|p| match p {
-            b"h2" => &b"h2"[..],
-            _ => &b"http/1.1"[..],
-        });
+        // HTTP/2 over TLS is only ever chosen by ALPN (RFC 9113 §3.2); a client
+        // that offered none speaks HTTP/1.1.
+        let h2 = session.alpn_protocol() == Some(b"h2");
         let info = Arc::new(ConnInfo {
             peer: self.peer,
             sni,
@@ -159,7 +156,7 @@ impl Connection {
         // every idle keep-alive connection instead of only during a request.
         let svc = service_fn(move |req| Box::pin(stack::handle(shared.clone(), info.clone(), req)));
         metrics.connection(1);
-        serve_negotiated(TokioIo::new(tls), svc, alpn, limits, self.stop.clone()).await;
+        serve_http(TokioIo::new(tls), svc, h2, limits, self.stop.clone()).await;
         metrics.connection(-1);
     }
 }
@@ -183,47 +180,32 @@ fn http2(limits: &Limits) -> http2::Builder<TokioExecutor> {
     b
 }
 
-/// Either protocol, told apart by the connection preface; for plain HTTP and
-/// for TLS clients that offered no ALPN.
-fn either(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.max_h2_streams)
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(Some(Duration::from_secs(30)));
-    b
-}
-
 /// A served connection, boxed: the connection task then holds a pointer, not
 /// room for the largest thing a connection could become.
 type Served = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
-/// Serves a TLS connection with the protocol ALPN settled on. Each protocol's
-/// connection is boxed on its own: an idle HTTP/1.1 connection then holds
-/// HTTP/1.1 state only, not room for HTTP/2's too (what a connection that
-/// could still become either must keep).
-fn serve_negotiated<S>(
-    io: TokioIo<tokio_rustls::server::TlsStream<TcpStream>>,
+/// Serves a connection with one protocol: HTTP/2 when TLS's ALPN chose it,
+/// else HTTP/1.1 (with upgrades, for WebSocket). Each protocol's connection
+/// is boxed on its own, so an idle HTTP/1.1 connection holds HTTP/1.1 state
+/// only, not room for HTTP/2's too.
+fn serve_http<I, S>(
+    io: TokioIo<I>,
     svc: S,
-    alpn: Option<&[u8]>,
+    h2: bool,
     limits: &Limits,
     stop: watch::Receiver<bool>,
 ) -> Served
 where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<Req, Response = Resp, Error = Infallible> + Send + 'static,
     S::Future: Send + 'static,
 {
-    match alpn {
-        Some(b"h2") => {
+    match h2 {
+        true => {
             let conn = http2(limits).serve_connection(io, svc);
             Box::pin(drive(conn, stop, http2::Connection::graceful_shutdown))
         }
-        Some(_) => {
+        false => {
             let conn = http1(limits).serve_connection(io, svc).with_upgrades();
             Box::pin(drive(
                 conn,
@@ -231,32 +213,7 @@ where
                 http1::UpgradeableConnection::graceful_shutdown,
             ))
         }
-        None => Box::pin(serve_either(either(limits), io, svc, stop)),
     }
-}
-
-/// Serves a plain-HTTP connection (redirects, admin), boxed like the rest.
-fn serve_plain<S>(tcp: TcpStream, svc: S, limits: &Limits, stop: watch::Receiver<bool>) -> Served
-where
-    S: hyper::service::Service<Req, Response = Resp, Error = Infallible> + Send + 'static,
-    S::Future: Send + 'static,
-{
-    Box::pin(serve_either(either(limits), TokioIo::new(tcp), svc, stop))
-}
-
-/// Serves a connection that may speak either protocol.
-async fn serve_either<I, S>(
-    builder: auto::Builder<TokioExecutor>,
-    io: TokioIo<I>,
-    svc: S,
-    stop: watch::Receiver<bool>,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<Req, Response = Resp, Error = Infallible> + Send + 'static,
-    S::Future: Send + 'static,
-{
-    let conn = builder.serve_connection_with_upgrades(io, svc);
-    drive(conn, stop, auto::UpgradeableConnection::graceful_shutdown).await;
 }
 
 /// Serves one connection until it ends, or drains it gracefully on shutdown.
