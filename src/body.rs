@@ -4,8 +4,10 @@ use bytes::Bytes;
 use http_body_util::{Either, Full, Limited};
 use hyper::body::Incoming;
 
+use crate::proxy::pool::UpstreamBody;
+
 /// A response body: the upstream's stream, or a body erpguard wrote itself.
-pub type ResponseBody = Either<Incoming, Full<Bytes>>;
+pub type ResponseBody = Either<UpstreamBody, Full<Bytes>>;
 
 /// A request body toward the upstream: the client's stream under the site's
 /// size limit, or bytes erpguard already holds.

@@ -172,17 +172,6 @@ pub struct Upstream {
     pub authority: http::uri::Authority,
 }
 
-impl Upstream {
-    /// The upstream URI for a canonical path and raw query.
-    pub fn uri_for(&self, path_and_query: &str) -> Result<Uri, http::Error> {
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-    }
-}
-
 /// Where a site's certificate comes from, and where it was configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SiteTls {

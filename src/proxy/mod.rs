@@ -3,71 +3,22 @@
 //! byte tunnel once both sides agree.
 
 pub mod headers;
+pub mod pool;
 
 use std::error::Error as StdError;
-use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Version};
+use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Limited};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::Site;
 use crate::error::Denial;
 use headers::ForwardedFacts;
-
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
-
-/// Pooled HTTP/1.1 clients toward one site's upstream: one pool per HTTPS
-/// worker, and one more for every other thread.
-///
-/// A pooled connection is driven by a task on the runtime that opened it, so
-/// a worker that only ever uses its own pool never wakes another thread.
-#[derive(Clone)]
-pub struct UpstreamClient {
-    pools: Arc<[Client<Connector, RequestBody>]>,
-    site: Arc<str>,
-}
-
-impl UpstreamClient {
-    /// Builds `workers + 1` pools with the site's connect and idle timeouts.
-    pub fn new(site: &Site, workers: usize) -> Result<Self, String> {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(site.timeouts.connect));
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(provider)
-            .map_err(|e| format!("upstream TLS setup failed: {e}"))?
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let pool = || {
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(site.timeouts.pool_idle)
-                .pool_timer(TokioTimer::new())
-                // erpguard sets Host itself: the upstream must see the site's name, not its address.
-                .set_host(false)
-                .build(https.clone())
-        };
-        Ok(UpstreamClient {
-            pools: (0..=workers).map(|_| pool()).collect(),
-            site: site.name.as_str().into(),
-        })
-    }
-
-    /// The calling thread's pool: its worker's, or the shared last one.
-    fn pool(&self) -> &Client<Connector, RequestBody> {
-        let last = self.pools.len() - 1;
-        let i = crate::worker::current().map_or(last, |w| w.min(last));
-        &self.pools[i]
-    }
-}
+pub use pool::UpstreamClient;
+use pool::{SendError, UpstreamBody};
 
 /// What the judged request resolved to, as needed for forwarding.
 pub struct Forward<'a> {
@@ -130,10 +81,8 @@ pub async fn forward(fwd: Forward<'_>, out: Outgoing) -> Result<Response<Respons
         header::HOST,
         fwd.site.upstream_host.clone().unwrap_or(fwd.host_header),
     );
-    parts.uri = fwd
-        .site
-        .upstream
-        .uri_for(fwd.path_and_query)
+    // Origin-form: the connection already goes to the upstream.
+    parts.uri = Uri::try_from(fwd.path_and_query)
         .map_err(|e| Denial::BadRequest(format!("cannot build upstream URI: {e}")))?;
     parts.version = Version::HTTP_11;
     let resp = send(fwd.client, fwd.site, Request::from_parts(parts, body)).await?;
@@ -175,21 +124,24 @@ async fn send(
     client: &UpstreamClient,
     site: &Site,
     req: Request<RequestBody>,
-) -> Result<Response<Incoming>, Denial> {
+) -> Result<Response<UpstreamBody>, Denial> {
     let wait = site.timeouts.response_header;
-    match tokio::time::timeout(wait, client.pool().request(req)).await {
+    match tokio::time::timeout(wait, client.send(req)).await {
         Err(_) => Err(Denial::UpstreamTimeout(wait)),
         Ok(Ok(resp)) => Ok(resp),
-        Ok(Err(e)) if caused_by_body_limit(&e) => Err(Denial::BodyTooLarge {
+        Ok(Err(SendError::Exchange(e))) if caused_by_body_limit(&e) => Err(Denial::BodyTooLarge {
             limit: site.max_body,
         }),
-        Ok(Err(e)) => {
-            let detail = format!("{}: {}", client.site, error_chain(&e));
-            match e.is_connect() {
-                true => Err(Denial::UpstreamUnavailable(detail)),
-                false => Err(Denial::UpstreamProtocol(detail)),
-            }
-        }
+        Ok(Err(SendError::Exchange(e))) => Err(Denial::UpstreamProtocol(format!(
+            "{}: {}",
+            site.name,
+            error_chain(&e)
+        ))),
+        Ok(Err(SendError::Connect(e))) => Err(Denial::UpstreamUnavailable(format!(
+            "{}: {}",
+            site.name,
+            error_chain(&*e)
+        ))),
     }
 }
 
@@ -216,7 +168,7 @@ fn error_chain(e: &(dyn StdError + 'static)) -> String {
 }
 
 fn finish_response(
-    mut resp: Response<Incoming>,
+    mut resp: Response<UpstreamBody>,
     upgrade: Option<&HeaderValue>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<ResponseBody> {
