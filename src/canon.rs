@@ -217,6 +217,24 @@ pub fn canonical_path(raw: &str) -> Result<CanonPath, CanonError> {
     if !raw.starts_with('/') {
         return Err(CanonError::NotOriginForm);
     }
+    if is_already_canonical(raw.as_bytes()) {
+        return Ok(CanonPath {
+            forward: raw.to_owned(),
+            decoded: raw.to_owned(),
+        });
+    }
+    canonicalise(raw)
+}
+
+/// True for the common path that every step below would leave unchanged: only
+/// characters allowed raw, no escape to decode, no `//` to merge and no `/.`
+/// that could start a dot segment.
+fn is_already_canonical(raw: &[u8]) -> bool {
+    raw.iter().all(|&b| is_raw_path_char(b)) && !raw.windows(2).any(|w| w == b"//" || w == b"/.")
+}
+
+/// The full walk: escapes, slashes, dot segments, double encoding, decoding.
+fn canonicalise(raw: &str) -> Result<CanonPath, CanonError> {
     let normalised = normalise_escapes(raw.as_bytes())?;
     let merged = merge_slashes(&normalised);
     let forward = remove_dot_segments(&merged)?;
@@ -439,6 +457,71 @@ mod tests {
     use CanonError as E;
 
     type Expected = Result<(&'static str, &'static str), CanonError>;
+
+    /// The shortcut must never disagree with the full walk: every path built
+    /// from these pieces that it accepts comes out of the walk unchanged.
+    #[test]
+    fn the_shortcut_agrees_with_the_full_walk() {
+        let pieces = [
+            "",
+            "a",
+            "b.c",
+            ".",
+            "..",
+            ".x",
+            "x-y",
+            "A~_",
+            "p+q",
+            "@:",
+            "=,!$'()*&",
+        ];
+        let mut paths = vec![String::from("/")];
+        for depth in 1..=3 {
+            let mut next = Vec::new();
+            for p in paths.iter().filter(|p| p.matches('/').count() == depth) {
+                for piece in pieces {
+                    next.push(format!("{p}{piece}/"));
+                    next.push(format!("{p}{piece}"));
+                }
+            }
+            paths.extend(next.into_iter().filter(|p| p.ends_with('/')));
+            paths.extend(
+                pieces
+                    .iter()
+                    .map(|piece| format!("/a/{piece}"))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        let mut shortcut = 0;
+        for raw in &paths {
+            if is_already_canonical(raw.as_bytes()) {
+                shortcut += 1;
+                let walked = canonicalise(raw).unwrap();
+                assert_eq!(
+                    (walked.forward(), walked.decoded()),
+                    (&**raw, &**raw),
+                    "{raw:?}"
+                );
+            }
+        }
+        assert!(
+            shortcut > 100,
+            "only {shortcut} of {} paths took the shortcut",
+            paths.len()
+        );
+        for typical in [
+            "/api/method/frappe.client.get_list",
+            "/app/sales-invoice/SINV-0001",
+            "/",
+        ] {
+            assert!(is_already_canonical(typical.as_bytes()), "{typical}");
+        }
+        for not in [
+            "/a//b", "/a/./b", "/a/%41", "/a/b/..", "/a\\b", "/a;b", "/a b",
+        ] {
+            assert!(!is_already_canonical(not.as_bytes()), "{not}");
+        }
+    }
 
     fn check_paths(table: &[(&str, Expected)]) {
         for (input, expected) in table {

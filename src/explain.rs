@@ -294,11 +294,7 @@ fn describe(args: &ExplainArgs) -> Result<Described, String> {
         headers.append(name, value);
     }
     let peer = SocketAddr::new(args.ip.unwrap_or(DEFAULT_IP), 50000);
-    let conn = ConnInfo {
-        peer,
-        sni: tls.then(|| Arc::from(host.as_str())),
-        tls,
-    };
+    let conn = ConnInfo::new(peer, tls.then(|| Arc::from(host.as_str())), tls);
     let body = args.body.clone().unwrap_or_default().into_bytes();
     Ok(Described {
         body,

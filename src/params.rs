@@ -712,14 +712,49 @@ fn replace_chars(text: &str, from: &[char]) -> String {
 /// replacement. Python's `parse_qsl(keep_blank_values=True)` and PHP's `php_url_decode` agree on
 /// all of it; empty pieces are skipped by both.
 fn urlencoded(input: &[u8]) -> Result<Vec<(String, String)>, ParamError> {
-    let mut out = Vec::new();
-    for (name, value) in form_urlencoded::parse(input) {
+    let pieces = input.split(|&b| b == b'&').filter(|p| !p.is_empty());
+    let mut out = Vec::with_capacity(pieces.clone().count().min(MAX_FIELDS));
+    for piece in pieces {
         if out.len() == MAX_FIELDS {
             return Err(ParamError::TooManyFields);
         }
-        out.push((name.into_owned(), value.into_owned()));
+        let mut halves = piece.splitn(2, |&b| b == b'=');
+        let name = halves.next().unwrap_or_default();
+        let value = halves.next().unwrap_or_default();
+        out.push((form_decode(name), form_decode(value)));
     }
     Ok(out)
+}
+
+/// One form-encoded name or value: `+` is a space, `%XX` with two hex digits
+/// is that byte (any other `%` stays), then UTF-8 with replacement; exactly
+/// `form_urlencoded`'s reading (a test holds the two together), in one pass
+/// and one allocation, since every inspected body goes through here.
+fn form_decode(input: &[u8]) -> String {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while let Some(&b) = input.get(i) {
+        let (byte, used) = match b {
+            b'+' => (b' ', 1),
+            b'%' => match (hex_digit(input.get(i + 1)), hex_digit(input.get(i + 2))) {
+                (Some(hi), Some(lo)) => (hi << 4 | lo, 3),
+                _ => (b'%', 1),
+            },
+            _ => (b, 1),
+        };
+        out.push(byte);
+        i += used;
+    }
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+fn hex_digit(b: Option<&u8>) -> Option<u8> {
+    match *b? {
+        b @ b'0'..=b'9' => Some(b - b'0'),
+        b @ b'a'..=b'f' => Some(b - b'a' + 10),
+        b @ b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
 }
 
 fn text_entries(pairs: Vec<(String, String)>) -> Vec<Entry> {
@@ -1030,6 +1065,35 @@ impl Iterator for Matches<'_> {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    /// The hand-written decoder reads every input exactly as `form_urlencoded`
+    /// does: 20,000 pseudo-random inputs over the bytes that matter.
+    #[test]
+    fn urlencoded_reads_as_form_urlencoded_does() {
+        const ALPHABET: &[u8] = b"a=&+%%0F9fgG \xc3\xa9\xff\x80;";
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..20_000 {
+            let mut input = Vec::new();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            for k in 0..(seed % 24) {
+                let pick = (seed >> (k % 48)) as usize ^ (k as usize * 7);
+                input.push(ALPHABET[pick % ALPHABET.len()]);
+            }
+            let ours = urlencoded(&input).unwrap();
+            let theirs: Vec<(String, String)> = form_urlencoded::parse(&input)
+                .map(|(n, v)| (n.into_owned(), v.into_owned()))
+                .collect();
+            assert_eq!(ours, theirs, "input {:?}", String::from_utf8_lossy(&input));
+        }
+        let fixed = b"a=%41%2b+b&&c&%zz=%4&d=%C3%A9%FF";
+        let theirs: Vec<(String, String)> = form_urlencoded::parse(fixed)
+            .map(|(n, v)| (n.into_owned(), v.into_owned()))
+            .collect();
+        assert_eq!(urlencoded(fixed).unwrap(), theirs);
+        assert_eq!(theirs[0], ("a".to_owned(), "AB+ b".replace('B', "")));
+    }
 
     type Pairs = &'static [(&'static str, &'static str)];
     type Want = Result<Pairs, ParamError>;

@@ -69,7 +69,14 @@ impl Runtime {
 
     /// The site that owns a canonical host name.
     pub fn site_for(&self, host: &str) -> Option<&SiteRuntime> {
-        self.site_index(host).and_then(|i| self.sites.get(i))
+        self.site_entry(host).map(|(_, site)| site)
+    }
+
+    /// The site that owns a canonical host name, with its index in `sites`:
+    /// one lookup for the request path, which needs both.
+    pub fn site_entry(&self, host: &str) -> Option<(usize, &SiteRuntime)> {
+        let i = self.site_index(host)?;
+        self.sites.get(i).map(|site| (i, site))
     }
 
     /// The index (in `sites`) of the site that owns a canonical host name.

@@ -66,6 +66,35 @@ pub struct ConnInfo {
     pub sni: Option<Arc<str>>,
     /// Whether the connection is TLS.
     pub tls: bool,
+    /// The peer's address as a header value, written once per connection
+    /// rather than for every request forwarded on it.
+    peer_value: HeaderValue,
+}
+
+impl ConnInfo {
+    /// A connection from `peer`; `sni` only on TLS connections.
+    pub fn new(peer: SocketAddr, sni: Option<Arc<str>>, tls: bool) -> ConnInfo {
+        ConnInfo {
+            peer,
+            sni,
+            tls,
+            peer_value: ip_value(client_ip::normalize_ip(peer.ip())),
+        }
+    }
+
+    /// `client` as a header value: the cached one when it is the peer.
+    fn client_value(&self, client: IpAddr) -> HeaderValue {
+        match client == client_ip::normalize_ip(self.peer.ip()) {
+            true => self.peer_value.clone(),
+            false => ip_value(client),
+        }
+    }
+}
+
+/// An address as a header value (its text is always a valid one).
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_maybe_shared(Bytes::from(ip.to_string()))
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// What [`judge`] found out about an accepted request.
@@ -130,10 +159,10 @@ pub fn judge<'rt>(
             host: host.name,
         });
     }
-    let site = rt
-        .site_for(&host.name)
+    let (index, site) = rt
+        .site_entry(&host.name)
         .ok_or_else(|| Denial::UnknownHost(host.name.clone()))?;
-    cx.site = rt.site_index(&host.name);
+    cx.site = Some(index);
     trace.note(|| {
         format!(
             "site: {} (app {:?}, upstream {})",
@@ -443,16 +472,15 @@ async fn forward(
 ) -> Result<Response<ResponseBody>, Denial> {
     let host_header = host_header(&judged.host)?;
     let port = judged.host.port.unwrap_or(if conn.tls { 443 } else { 80 });
-    let host_str = host_header.to_str().unwrap_or_default().to_owned();
     let fwd = Forward {
         site: &judged.site.site,
         client: &judged.site.client,
         path_and_query: &judged.path_and_query,
-        host_header,
+        host_header: host_header.clone(),
         facts: ForwardedFacts {
-            client_ip: judged.client.addr,
+            client_ip: conn.client_value(judged.client.addr),
             proto: if conn.tls { "https" } else { "http" },
-            host: &host_str,
+            host: host_header,
             port,
             request_id: &cx.request_id,
         },
@@ -686,7 +714,7 @@ fn host_header(host: &CanonHost) -> Result<HeaderValue, Denial> {
         Some(p) => format!("{}:{p}", host.name),
         None => host.name.clone(),
     };
-    HeaderValue::from_str(&text).map_err(|_| Denial::BadRequest("host".into()))
+    HeaderValue::from_maybe_shared(Bytes::from(text)).map_err(|_| Denial::BadRequest("host".into()))
 }
 
 /// Step 6: turns the outcome into the response, and reports it.
@@ -784,5 +812,5 @@ fn site_name<'rt>(rt: &'rt Runtime, cx: &RequestCx) -> &'rt str {
 
 /// 128 random bits, hex: unguessable, so it can be quoted to an operator safely.
 pub fn new_request_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
+    hex::encode(rand::random::<[u8; 16]>())
 }

@@ -7,20 +7,18 @@
 //! are removed. Removal always happens before setting, so nothing a client or upstream
 //! sends can remove or replace a value the gateway sets.
 
-use std::net::IpAddr;
-
 use http::HeaderMap;
 use http::header::{CONNECTION, HeaderName, HeaderValue, UPGRADE};
 
 /// What the gateway knows for certain about a request, to be told to the upstream.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ForwardedFacts<'a> {
-    /// The resolved client address (see `crate::client_ip`).
-    pub client_ip: IpAddr,
+    /// The resolved client address (see `crate::client_ip`), as its text.
+    pub client_ip: HeaderValue,
     /// The scheme the client used: `"https"` or `"http"`.
-    pub proto: &'a str,
+    pub proto: &'static str,
     /// The canonical host as forwarded, with `:port` if the client sent one.
-    pub host: &'a str,
+    pub host: HeaderValue,
     /// The port the client connected to.
     pub port: u16,
     /// The gateway's request id.
@@ -28,6 +26,8 @@ pub struct ForwardedFacts<'a> {
 }
 
 // Checked at compile time (const evaluation), so inserting them can never panic.
+// The lists below are header names too: comparing two names is one integer
+// comparison for the standard ones, which most request headers are.
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -37,59 +37,59 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// RFC 9110 hop-by-hop headers (plus the non-standard `proxy-connection` and
 /// `keep-alive`, and the proxy credentials meant for the gateway, not the upstream).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-    "proxy-authenticate",
+static HOP_BY_HOP: [HeaderName; 9] = [
+    HeaderName::from_static("connection"),
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("te"),
+    HeaderName::from_static("trailer"),
+    HeaderName::from_static("transfer-encoding"),
+    HeaderName::from_static("upgrade"),
+    HeaderName::from_static("proxy-authorization"),
+    HeaderName::from_static("proxy-authenticate"),
 ];
 
 /// Request headers that claim something only the gateway may say. Any `x-forwarded-*`
 /// header is removed as well (see [`is_spoofable`]). `x-frappe-cmd` is deliberately
 /// absent: the ERPNext login page sends it, and it is only a client hint.
-const SPOOFABLE: &[&str] = &[
-    "forwarded",
-    "x-real-ip",
-    "cf-connecting-ip",
-    "true-client-ip",
-    "x-client-ip",
-    "x-cluster-client-ip",
-    "x-original-forwarded-for",
-    "remote-addr",
-    "x-remote-addr",
-    "x-frappe-site-name",
-    "x-use-x-accel-redirect",
-    "x-accel-redirect",
-    "x-sendfile",
-    "x-original-url",
-    "x-rewrite-url",
-    "x-original-authorization",
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-    "x-request-id",
+static SPOOFABLE: [HeaderName; 20] = [
+    HeaderName::from_static("forwarded"),
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("cf-connecting-ip"),
+    HeaderName::from_static("true-client-ip"),
+    HeaderName::from_static("x-client-ip"),
+    HeaderName::from_static("x-cluster-client-ip"),
+    HeaderName::from_static("x-original-forwarded-for"),
+    HeaderName::from_static("remote-addr"),
+    HeaderName::from_static("x-remote-addr"),
+    HeaderName::from_static("x-frappe-site-name"),
+    HeaderName::from_static("x-use-x-accel-redirect"),
+    HeaderName::from_static("x-accel-redirect"),
+    HeaderName::from_static("x-sendfile"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-original-authorization"),
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("x-request-id"),
 ];
 
 /// Response headers that reveal the upstream or ask a front server for an internal
 /// redirect; none may reach a client.
-const RESPONSE_STRIP: &[&str] = &[
-    "server",
-    "x-powered-by",
-    "x-aspnet-version",
-    "x-runtime",
-    "x-use-x-accel-redirect",
-    "x-accel-redirect",
-    "x-sendfile",
+static RESPONSE_STRIP: [HeaderName; 7] = [
+    HeaderName::from_static("server"),
+    HeaderName::from_static("x-powered-by"),
+    HeaderName::from_static("x-aspnet-version"),
+    HeaderName::from_static("x-runtime"),
+    HeaderName::from_static("x-use-x-accel-redirect"),
+    HeaderName::from_static("x-accel-redirect"),
+    HeaderName::from_static("x-sendfile"),
 ];
 
 /// Headers a client's `Connection` header may not remove: the gateway judged the request
 /// with this `Host`, so the upstream must see it too.
-const CONNECTION_PROTECTED: &[&str] = &["host"];
+static CONNECTION_PROTECTED: [HeaderName; 1] = [http::header::HOST];
 
 /// Rewrites a client request's headers in place for the upstream.
 ///
@@ -105,11 +105,11 @@ pub fn prepare_request(
     facts: &ForwardedFacts<'_>,
     upgrade: Option<&HeaderValue>,
 ) {
-    remove_connection_listed(headers, CONNECTION_PROTECTED);
+    remove_connection_listed(headers, &CONNECTION_PROTECTED);
     // One pass over the names present rather than a hashed removal per listed
     // name: a request carries a handful of headers, the lists are long.
     remove_matching(headers, |name| {
-        HOP_BY_HOP.contains(&name) || name.contains('_') || is_spoofable(name)
+        HOP_BY_HOP.contains(name) || name.as_str().contains('_') || is_spoofable(name)
     });
     set_forwarded(headers, facts);
     if let Some(value) = upgrade {
@@ -126,7 +126,7 @@ pub fn prepare_request(
 pub fn prepare_response(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
     remove_connection_listed(headers, &[]);
     remove_matching(headers, |name| {
-        HOP_BY_HOP.contains(&name) || RESPONSE_STRIP.contains(&name)
+        HOP_BY_HOP.contains(name) || RESPONSE_STRIP.contains(name)
     });
     if let Some(value) = upgrade {
         set_upgrade(headers, value);
@@ -160,13 +160,13 @@ pub fn websocket_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
 
 /// Removes every header named by a `Connection` token, except those in `protected`.
 /// Tokens that are not valid header names name nothing and are skipped.
-fn remove_connection_listed(headers: &mut HeaderMap, protected: &[&str]) {
+fn remove_connection_listed(headers: &mut HeaderMap, protected: &[HeaderName]) {
     let listed: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
         .flat_map(|value| value.as_bytes().split(|&b| b == b','))
         .filter_map(|token| HeaderName::from_bytes(token.trim_ascii()).ok())
-        .filter(|name| !protected.contains(&name.as_str()))
+        .filter(|name| !protected.contains(name))
         .collect();
     for name in listed {
         headers.remove(name);
@@ -175,43 +175,32 @@ fn remove_connection_listed(headers: &mut HeaderMap, protected: &[&str]) {
 
 /// Removes every header whose (lower-case) name satisfies `pred`, all lines
 /// of each; allocates only when something goes.
-fn remove_matching(headers: &mut HeaderMap, pred: impl Fn(&str) -> bool) {
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| pred(name.as_str()))
-        .cloned()
-        .collect();
+fn remove_matching(headers: &mut HeaderMap, pred: impl Fn(&HeaderName) -> bool) {
+    let doomed: Vec<HeaderName> = headers.keys().filter(|name| pred(name)).cloned().collect();
     for name in doomed {
         headers.remove(name);
     }
 }
 
 /// True for a request header only the gateway may set (names are lower-case in http).
-fn is_spoofable(name: &str) -> bool {
-    name.starts_with("x-forwarded-") || SPOOFABLE.contains(&name)
+fn is_spoofable(name: &HeaderName) -> bool {
+    name.as_str().starts_with("x-forwarded-") || SPOOFABLE.contains(name)
 }
 
 /// Sets the gateway's facts, one value each, replacing anything present.
 fn set_forwarded(headers: &mut HeaderMap, facts: &ForwardedFacts<'_>) {
-    let ip = facts.client_ip.to_string();
-    let port = facts.port.to_string();
-    let pairs = [
-        (X_FORWARDED_FOR, ip.as_str()),
-        (X_FORWARDED_PROTO, facts.proto),
-        (X_FORWARDED_HOST, facts.host),
-        (X_FORWARDED_PORT, port.as_str()),
-        (X_REAL_IP, ip.as_str()),
-        (X_REQUEST_ID, facts.request_id),
-    ];
-    for (name, value) in pairs {
-        match HeaderValue::from_str(value) {
-            Ok(value) => {
-                headers.insert(name, value);
-            }
-            // Already removed above, so an unusable fact leaves the header absent.
-            Err(_) => {
-                headers.remove(&name);
-            }
+    headers.insert(X_FORWARDED_FOR, facts.client_ip.clone());
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(facts.proto));
+    headers.insert(X_FORWARDED_HOST, facts.host.clone());
+    headers.insert(X_FORWARDED_PORT, HeaderValue::from(facts.port));
+    headers.insert(X_REAL_IP, facts.client_ip.clone());
+    match HeaderValue::from_str(facts.request_id) {
+        Ok(value) => {
+            headers.insert(X_REQUEST_ID, value);
+        }
+        // Already removed above, so an unusable id leaves the header absent.
+        Err(_) => {
+            headers.remove(X_REQUEST_ID);
         }
     }
 }
@@ -230,9 +219,9 @@ mod tests {
 
     fn facts() -> ForwardedFacts<'static> {
         ForwardedFacts {
-            client_ip: "203.0.113.7".parse().unwrap(),
+            client_ip: HeaderValue::from_static("203.0.113.7"),
             proto: "https",
-            host: "erp.example.com:8443",
+            host: HeaderValue::from_static("erp.example.com:8443"),
             port: 8443,
             request_id: "req-42",
         }
@@ -359,8 +348,8 @@ mod tests {
             ("proxy-authorization", "Basic eA=="),
         ]);
         prepare_request(&mut headers, &facts(), None);
-        for name in HOP_BY_HOP {
-            assert!(headers.get(*name).is_none(), "{name} survived");
+        for name in &HOP_BY_HOP {
+            assert!(headers.get(name).is_none(), "{name} survived");
         }
     }
 
@@ -368,7 +357,7 @@ mod tests {
     fn ipv6_client_is_forwarded_bare() {
         let mut headers = HeaderMap::new();
         let facts = ForwardedFacts {
-            client_ip: "2001:db8::1".parse().unwrap(),
+            client_ip: HeaderValue::from_static("2001:db8::1"),
             ..facts()
         };
         prepare_request(&mut headers, &facts, None);

@@ -96,11 +96,7 @@ impl Connection {
         match &*self.kind {
             Kind::Https(acceptor) => self.serve_tls(acceptor, tcp, &limits).await,
             Kind::Redirect => {
-                let info = Arc::new(ConnInfo {
-                    peer: self.peer,
-                    sni: None,
-                    tls: false,
-                });
+                let info = Arc::new(ConnInfo::new(self.peer, None, false));
                 let shared = self.shared.clone();
                 let svc = service_fn(move |req| {
                     super::redirect::handle(shared.clone(), info.clone(), req)
@@ -145,11 +141,7 @@ impl Connection {
         // HTTP/2 over TLS is only ever chosen by ALPN (RFC 9113 §3.2); a client
         // that offered none speaks HTTP/1.1.
         let h2 = session.alpn_protocol() == Some(b"h2");
-        let info = Arc::new(ConnInfo {
-            peer: self.peer,
-            sni,
-            tls: true,
-        });
+        let info = Arc::new(ConnInfo::new(self.peer, sni, true));
         let shared = self.shared.clone();
         // Boxed: hyper keeps room for one in-flight service future for the whole
         // life of a connection, so an unboxed one would cost its full size on
