@@ -713,7 +713,7 @@ fn replace_chars(text: &str, from: &[char]) -> String {
 /// all of it; empty pieces are skipped by both.
 fn urlencoded(input: &[u8]) -> Result<Vec<(String, String)>, ParamError> {
     let pieces = input.split(|&b| b == b'&').filter(|p| !p.is_empty());
-    let mut out = Vec::with_capacity(pieces.clone().count().min(MAX_FIELDS));
+    let mut out = Vec::with_capacity(8);
     for piece in pieces {
         if out.len() == MAX_FIELDS {
             return Err(ParamError::TooManyFields);
@@ -732,27 +732,31 @@ fn urlencoded(input: &[u8]) -> Result<Vec<(String, String)>, ParamError> {
 /// and one allocation, since every inspected body goes through here.
 fn form_decode(input: &[u8]) -> String {
     let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while let Some(&b) = input.get(i) {
-        let (byte, used) = match b {
-            b'+' => (b' ', 1),
-            b'%' => match (hex_digit(input.get(i + 1)), hex_digit(input.get(i + 2))) {
+    let mut rest = input;
+    // Runs without `%` or `+` are copied whole; most names and values are one.
+    while let Some(at) = rest.iter().position(|&b| b == b'%' || b == b'+') {
+        let (run, special) = rest.split_at(at);
+        out.extend_from_slice(run);
+        let (byte, used) = match special {
+            [b'+', ..] => (b' ', 1),
+            [b'%', hi, lo, ..] => match (hex_digit(*hi), hex_digit(*lo)) {
                 (Some(hi), Some(lo)) => (hi << 4 | lo, 3),
                 _ => (b'%', 1),
             },
-            _ => (b, 1),
+            _ => (b'%', 1),
         };
         out.push(byte);
-        i += used;
+        rest = special.get(used..).unwrap_or_default();
     }
+    out.extend_from_slice(rest);
     String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-fn hex_digit(b: Option<&u8>) -> Option<u8> {
-    match *b? {
-        b @ b'0'..=b'9' => Some(b - b'0'),
-        b @ b'a'..=b'f' => Some(b - b'a' + 10),
-        b @ b'A'..=b'F' => Some(b - b'A' + 10),
+fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
         _ => None,
     }
 }
