@@ -471,11 +471,7 @@ async fn forward(
     judged: &Judged<'_>,
     out: Outgoing,
 ) -> Result<Response<ResponseBody>, Denial> {
-    let host_header = match out.parts.headers.get(header::HOST) {
-        // The client's own value when it is already canonical: no new string.
-        Some(sent) if is_spelled(sent.as_bytes(), &judged.host) => sent.clone(),
-        _ => host_header(&judged.host)?,
-    };
+    let host_header = host_header(&judged.host)?;
     let port = judged.host.port.unwrap_or(if conn.tls { 443 } else { 80 });
     let fwd = Forward {
         site: &judged.site.site,
@@ -722,26 +718,6 @@ fn host_header(host: &CanonHost) -> Result<HeaderValue, Denial> {
     HeaderValue::from_maybe_shared(Bytes::from(text)).map_err(|_| Denial::BadRequest("host".into()))
 }
 
-/// True if `value` is exactly `host` as [`host_header`] would write it.
-fn is_spelled(value: &[u8], host: &CanonHost) -> bool {
-    let Some(rest) = value.strip_prefix(host.name.as_bytes()) else {
-        return false;
-    };
-    match (host.port, rest) {
-        (None, []) => true,
-        (Some(port), [b':', digits @ ..]) => plain_port(digits) == Some(port),
-        _ => false,
-    }
-}
-
-/// Decimal digits without a leading zero, as [`host_header`] writes a port.
-fn plain_port(digits: &[u8]) -> Option<u16> {
-    if digits.first().is_none_or(|&d| d == b'0') || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
-}
-
 /// Step 6: turns the outcome into the response, and reports it.
 fn respond(
     shared: &Shared,
@@ -836,42 +812,4 @@ fn site_name<'rt>(rt: &'rt Runtime, cx: &RequestCx) -> &'rt str {
 /// 128 random bits, hex: unguessable, so it can be quoted to an operator safely.
 pub fn new_request_id() -> String {
     hex::encode(rand::random::<[u8; 16]>())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn host(name: &str, port: Option<u16>) -> CanonHost {
-        CanonHost {
-            name: name.to_owned(),
-            port,
-        }
-    }
-
-    /// The client's `Host` is reused only when it is byte for byte what
-    /// `host_header` would write.
-    #[test]
-    fn a_host_value_is_reused_only_when_already_canonical() {
-        let plain = host("erp.test", None);
-        let ported = host("erp.test", Some(8443));
-        assert!(is_spelled(b"erp.test", &plain));
-        for other in [&b"ERP.test"[..], b"erp.test.", b"erp.test:443", b"erp.tes"] {
-            assert!(!is_spelled(other, &plain), "{other:?}");
-        }
-        assert!(is_spelled(b"erp.test:8443", &ported));
-        for other in [
-            &b"erp.test"[..],
-            b"erp.test:08443",
-            b"erp.test:+8443",
-            b"erp.test:8443x",
-            b"erp.test:",
-        ] {
-            assert!(!is_spelled(other, &ported), "{other:?}");
-        }
-        for (value, h) in [(&b"erp.test"[..], &plain), (b"erp.test:8443", &ported)] {
-            assert_eq!(host_header(h).unwrap().as_bytes(), value);
-        }
-        assert!(is_spelled(b"[::1]:443", &host("[::1]", Some(443))));
-    }
 }
