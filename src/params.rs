@@ -30,6 +30,8 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderMap, Method};
 use serde_json::Value;
 
+use crate::canon::hex_value;
+
 /// The most fields one source (query string, form body, top-level JSON object or array) may
 /// carry; more is [`ParamError::TooManyFields`]. werkzeug's `max_form_parts` and PHP's
 /// `max_input_vars` both default to 1000 (PHP silently drops the rest, which we refuse to guess).
@@ -739,7 +741,7 @@ fn form_decode(input: &[u8]) -> String {
         out.extend_from_slice(run);
         let (byte, used) = match special {
             [b'+', ..] => (b' ', 1),
-            [b'%', hi, lo, ..] => match (hex_digit(*hi), hex_digit(*lo)) {
+            [b'%', hi, lo, ..] => match (hex_value(*hi), hex_value(*lo)) {
                 (Some(hi), Some(lo)) => (hi << 4 | lo, 3),
                 _ => (b'%', 1),
             },
@@ -750,15 +752,6 @@ fn form_decode(input: &[u8]) -> String {
     }
     out.extend_from_slice(rest);
     String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-}
-
-fn hex_digit(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 fn text_entries(pairs: Vec<(String, String)>) -> Vec<Entry> {
