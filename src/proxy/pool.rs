@@ -143,9 +143,9 @@ impl UpstreamClient {
     async fn checkout(&self, pool: usize) -> Option<Lease> {
         loop {
             let Idle { mut sender, state } = self.pop(pool)?;
-            let since = state.idle_since.swap(0, Ordering::AcqRel);
-            let stale = self.inner.millis().saturating_sub(since.saturating_sub(1))
-                >= self.inner.idle_millis();
+            let stale = state
+                .take_idle()
+                .is_none_or(|since| self.inner.idle_left(since).is_zero());
             if stale || sender.is_closed() {
                 continue;
             }
@@ -158,11 +158,7 @@ impl UpstreamClient {
     }
 
     fn pop(&self, pool: usize) -> Option<Idle> {
-        // A poisoned lock only means a panic elsewhere; the stack is still sound.
-        let mut idle = self.inner.pools[pool]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        idle.pop()
+        self.inner.stack(pool).pop()
     }
 
     /// Opens a connection and starts its driver on the current runtime.
@@ -189,8 +185,34 @@ impl Inner {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn idle_millis(&self) -> u64 {
-        u64::try_from(self.idle.as_millis()).unwrap_or(u64::MAX)
+    /// How much longer a connection idle since `since` may wait in a pool.
+    fn idle_left(&self, since: u64) -> Duration {
+        let idle_for = Duration::from_millis(self.millis().saturating_sub(since));
+        self.idle.saturating_sub(idle_for)
+    }
+
+    /// One worker's stack of idle connections.
+    fn stack(&self, pool: usize) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        // A poisoned lock only means a panic elsewhere; the stack is still sound.
+        self.pools[pool].lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl ConnState {
+    /// Marks the connection idle from `now` (milliseconds since the epoch).
+    fn mark_idle(&self, now: u64) {
+        self.idle_since
+            .store(now.saturating_add(1), Ordering::Release);
+    }
+
+    /// When the connection went idle, if it is.
+    fn idle_since(&self) -> Option<u64> {
+        self.idle_since.load(Ordering::Acquire).checked_sub(1)
+    }
+
+    /// Takes the connection out of idleness; when it went idle, if it was.
+    fn take_idle(&self) -> Option<u64> {
+        self.idle_since.swap(0, Ordering::AcqRel).checked_sub(1)
     }
 }
 
@@ -204,13 +226,9 @@ async fn drive(
     let conn = conn.with_upgrades();
     tokio::pin!(conn);
     loop {
-        let since = state.idle_since.load(Ordering::Acquire);
-        let wait = match since {
-            0 => inner.idle,
-            n => {
-                Duration::from_millis((n - 1 + inner.idle_millis()).saturating_sub(inner.millis()))
-            }
-        };
+        let wait = state
+            .idle_since()
+            .map_or(inner.idle, |since| inner.idle_left(since));
         tokio::select! {
             done = &mut conn => {
                 if let Err(e) = done {
@@ -219,9 +237,7 @@ async fn drive(
                 return;
             }
             _ = tokio::time::sleep(wait) => {
-                let since = state.idle_since.load(Ordering::Acquire);
-                let idle_for = inner.millis().saturating_sub(since.saturating_sub(1));
-                if since != 0 && idle_for >= inner.idle_millis() {
+                if state.idle_since().is_some_and(|since| inner.idle_left(since).is_zero()) {
                     // Dropping the connection closes the socket; its sender
                     // in the pool reports closed and is skipped.
                     return;
@@ -259,10 +275,8 @@ impl Lease {
             home,
             pool,
         } = self;
-        state
-            .idle_since
-            .store(home.millis().saturating_add(1), Ordering::Release);
-        let mut idle = home.pools[pool].lock().unwrap_or_else(|p| p.into_inner());
+        state.mark_idle(home.millis());
+        let mut idle = home.stack(pool);
         if idle.len() < MAX_IDLE {
             idle.push(Idle { sender, state });
         }
