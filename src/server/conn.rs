@@ -2,6 +2,7 @@
 //! timeout, hyper with the header-read timer, graceful drain on shutdown.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -198,7 +199,7 @@ fn http2(limits: &Limits) -> http2::Builder<TokioExecutor> {
 
 /// A served connection, boxed: the connection task then holds a pointer, not
 /// room for the largest thing a connection could become.
-type Served = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+type Served = Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Serves a connection with one protocol: HTTP/2 when TLS's ALPN chose it,
 /// else HTTP/1.1 (with upgrades, for WebSocket). Each protocol's connection
@@ -218,11 +219,11 @@ where
 {
     match h2 {
         true => {
-            let conn = http2(limits).serve_connection(io, svc);
+            let conn = Box::pin(http2(limits).serve_connection(io, svc));
             Box::pin(drive(conn, stop, http2::Connection::graceful_shutdown))
         }
         false => {
-            let conn = http1(limits).serve_connection(io, svc).with_upgrades();
+            let conn = Box::pin(http1(limits).serve_connection(io, svc).with_upgrades());
             Box::pin(drive(
                 conn,
                 stop,
@@ -233,15 +234,19 @@ where
 }
 
 /// Serves one connection until it ends, or drains it gracefully on shutdown.
+///
+/// The connection comes boxed: an `async fn` keeps its argument and the local
+/// it is moved into as two slots, so an unboxed connection would be held
+/// twice over for the connection's whole life (3,888 bytes for HTTP/1.1 over
+/// TLS where the connection itself is 1,832, measured with `size_of_val`).
 async fn drive<C, E>(
-    conn: C,
+    mut conn: Pin<Box<C>>,
     mut stop: watch::Receiver<bool>,
-    graceful_shutdown: fn(std::pin::Pin<&mut C>),
+    graceful_shutdown: fn(Pin<&mut C>),
 ) where
     C: std::future::Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
         _ = stop.changed() => {
@@ -251,5 +256,41 @@ async fn drive<C, E>(
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stand-in connection as large as a real one is (1,832 bytes for
+    /// HTTP/1.1 over TLS): only its size matters here.
+    async fn big_conn() -> Result<(), std::io::Error> {
+        let state = [0u8; 2048];
+        tokio::task::yield_now().await;
+        std::hint::black_box(&state);
+        Ok(())
+    }
+
+    fn ignore_shutdown<C>(_: Pin<&mut C>) {}
+
+    #[test]
+    fn an_idle_connection_holds_its_state_once() {
+        let (_tx, stop) = watch::channel(false);
+        let conn = Box::pin(big_conn());
+        let driven = drive(conn, stop, ignore_shutdown);
+        // The driver holds a pointer to the connection, not a copy of it: a
+        // second copy would cost every idle connection its full size again.
+        assert!(
+            std::mem::size_of_val(&driven) < 512,
+            "drive future is {} bytes",
+            std::mem::size_of_val(&driven)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_driven_connection_runs_to_its_end() {
+        let (_tx, stop) = watch::channel(false);
+        drive(Box::pin(big_conn()), stop, ignore_shutdown).await;
     }
 }
