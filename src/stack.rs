@@ -297,8 +297,11 @@ async fn route(
     let mut out = Outgoing::new(req, site.max_body);
     let request_id = cx.request_id.clone();
     let su = step_up_cx(shared, &judged, &request_id);
+    // The rare paths below (erpguard's own pages, tokens, logins, step-up)
+    // are boxed: inline, their futures would be room that every request's
+    // future carries and copies into its allocation.
     if stepup::is_reserved(judged.path.decoded()) {
-        return own_page(&su, &judged, out).await;
+        return Box::pin(own_page(&su, &judged, out)).await;
     }
     // One parameter read for tokens, the login guard and step-up; the body
     // is read only where the app could hide a login, a DocType or an admin
@@ -306,14 +309,14 @@ async fn route(
     let token = token::presented(site, &out.parts.headers).map(str::to_owned);
     let params = read_params(site, &judged, &mut out, token.is_some()).await?;
     if let Some(text) = token {
-        return with_token(shared, conn, cx, &judged, out, params, &text).await;
+        return Box::pin(with_token(shared, conn, cx, &judged, out, params, &text)).await;
     }
     token::refuse_direct(site, judged.path.decoded(), &out.parts.headers)?;
     let attempt = recognise_login(site, &judged, &out, params.as_ref())?;
     cx.user = attempt.as_ref().and_then(|a| a.user.clone());
     let guard = guard_cx(shared, &judged, cx);
     let admitted = match attempt {
-        Some(attempt) => Some(login::admit(&guard, attempt, &out.parts.headers).await?),
+        Some(attempt) => Some(Box::pin(login::admit(&guard, attempt, &out.parts.headers)).await?),
         None => None,
     };
     let stepped = step_up(&su, &judged, &out, params.as_ref()).await?;
@@ -323,7 +326,7 @@ async fn route(
     let anonymous = profile::is_anonymous(site.app, &out.parts.headers);
     let resp = forward(conn, cx, &judged, out).await?;
     let mut resp = match admitted {
-        Some(admitted) => settle_login(&guard, &su, site.app, admitted, resp).await?,
+        Some(admitted) => Box::pin(settle_login(&guard, &su, site.app, admitted, resp)).await?,
         None => resp,
     };
     for cookie in ended {
@@ -436,7 +439,8 @@ async fn step_up(
         return Ok(None);
     };
     let back = stepup::return_target(method, &judged.path_and_query);
-    stepup::require(su, headers, params, reason, &back)
+    // Boxed: a step-up is rare; see `route`.
+    Box::pin(stepup::require(su, headers, params, reason, &back))
         .await
         .map(Some)
 }
@@ -459,7 +463,8 @@ async fn end_session(
             params.unwrap_or(&none),
         );
     match logout {
-        true => stepup::end(su, &out.parts.headers).await,
+        // Boxed: a logout is rare; see `route`.
+        true => Box::pin(stepup::end(su, &out.parts.headers)).await,
         false => Ok(Vec::new()),
     }
 }
@@ -698,7 +703,8 @@ async fn scrub(
         return Ok(resp);
     }
     let (mut parts, body) = resp.into_parts();
-    let bytes = read_answer(body).await?.unwrap_or_default();
+    // Boxed: only anonymous error answers get here; see `route`.
+    let bytes = Box::pin(read_answer(body)).await?.unwrap_or_default();
     let clean = match profile::strip_traceback(&bytes) {
         Ok(None) => bytes,
         Ok(Some(stripped)) => Bytes::from(stripped),

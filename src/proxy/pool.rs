@@ -117,7 +117,10 @@ impl UpstreamClient {
         loop {
             let (mut lease, reused) = match self.checkout(pool).await {
                 Some(lease) => (lease, true),
-                None => (self.connect(pool).await?, false),
+                // Boxed: a new connection is the rare case, and its future
+                // (the TLS client inside) would otherwise be room every
+                // request's future carries and copies.
+                None => (Box::pin(self.connect(pool)).await?, false),
             };
             match lease.sender.try_send_request(req).await {
                 Ok(resp) => return Ok(attach(resp, lease)),
