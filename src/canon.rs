@@ -165,20 +165,25 @@ fn reg_name(name: &str) -> Result<String, CanonError> {
     if name.len() > MAX_HOST_LEN {
         return Err(CanonError::InvalidHost);
     }
-    let lower = name.to_ascii_lowercase();
-    // A second trailing dot leaves an empty last label, so it is refused here too.
-    let labels_ok = lower.split('.').all(|label| {
-        !label.is_empty()
-            && label.len() <= MAX_LABEL_LEN
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-    });
-    if labels_ok {
-        Ok(lower)
-    } else {
-        Err(CanonError::InvalidHost)
+    // One pass: each byte is checked and lower-cased as it is copied, and a
+    // label's length is counted up to the dot that ends it.
+    let mut lower = String::with_capacity(name.len());
+    let mut label_len = 0;
+    for b in name.bytes() {
+        let b = b.to_ascii_lowercase();
+        match b {
+            // A second trailing dot leaves an empty last label, so it is refused here too.
+            b'.' if label_len == 0 => return Err(CanonError::InvalidHost),
+            b'.' => label_len = 0,
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' if label_len < MAX_LABEL_LEN => label_len += 1,
+            _ => return Err(CanonError::InvalidHost),
+        }
+        lower.push(char::from(b));
     }
+    if label_len == 0 {
+        return Err(CanonError::InvalidHost);
+    }
+    Ok(lower)
 }
 
 /// A canonical request path, in a forwarded (percent-encoded) and a decoded form.

@@ -159,17 +159,27 @@ pub fn websocket_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
 }
 
 /// Removes every header named by a `Connection` token, except those in `protected`.
-/// Tokens that are not valid header names name nothing and are skipped.
+/// Tokens that are not valid header names name nothing and are skipped; a
+/// `connection` token is skipped too (the hop-by-hop pass removes that header).
 fn remove_connection_listed(headers: &mut HeaderMap, protected: &[HeaderName]) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim_ascii()).ok())
-        .filter(|name| !protected.contains(name))
-        .collect();
-    for name in listed {
-        headers.remove(name);
+    // Each line is cloned (a reference count, not a copy) so the map can change
+    // while its tokens are read; removing by `&str` parses the name on the
+    // stack, where building a `HeaderName` would allocate for `keep-alive`.
+    let mut line = 0;
+    while let Some(value) = headers.get_all(CONNECTION).iter().nth(line).cloned() {
+        for token in value.as_bytes().split(|&b| b == b',') {
+            let Ok(name) = std::str::from_utf8(token.trim_ascii()) else {
+                continue;
+            };
+            let kept = name.eq_ignore_ascii_case(CONNECTION.as_str())
+                || protected
+                    .iter()
+                    .any(|p| name.eq_ignore_ascii_case(p.as_str()));
+            if !kept {
+                headers.remove(name);
+            }
+        }
+        line += 1;
     }
 }
 
@@ -271,6 +281,29 @@ mod tests {
         assert_gateway_facts(&headers);
         assert_eq!(values(&headers, "host"), ["erp.example.com:8443"]);
         assert!(headers.get("cookie").is_none());
+        assert!(headers.get("connection").is_none());
+    }
+
+    #[test]
+    fn every_connection_line_names_headers_in_any_case() {
+        let mut headers = map(&[
+            ("connection", "Keep-Alive, X-Custom-One"),
+            ("connection", "bad name, , connection,X-CUSTOM-TWO, HOST"),
+            ("host", "erp.example.com"),
+            ("keep-alive", "timeout=5"),
+            ("x-custom-one", "1"),
+            ("x-custom-two", "2"),
+            ("accept", "*/*"),
+        ]);
+        remove_connection_listed(&mut headers, &CONNECTION_PROTECTED);
+        assert!(headers.get("keep-alive").is_none());
+        assert!(headers.get("x-custom-one").is_none());
+        assert!(headers.get("x-custom-two").is_none());
+        assert_eq!(values(&headers, "host"), ["erp.example.com"]);
+        assert_eq!(values(&headers, "accept"), ["*/*"]);
+        // Both lines were read to the end; the hop-by-hop pass removes them.
+        assert_eq!(values(&headers, "connection").len(), 2);
+        prepare_response(&mut headers, None);
         assert!(headers.get("connection").is_none());
     }
 
