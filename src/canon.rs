@@ -88,6 +88,21 @@ pub struct CanonHost {
     pub port: Option<u16>,
 }
 
+impl CanonHost {
+    /// `name` or `name:port`: the host as a `Host` header or URL authority.
+    pub fn authority(&self) -> String {
+        // Built by hand: on the request path `format!` costs more than the
+        // rest of the header work.
+        let mut text = String::with_capacity(self.name.len() + 6);
+        text.push_str(&self.name);
+        if let Some(port) = self.port {
+            text.push(':');
+            text.push_str(itoa::Buffer::new().format(port));
+        }
+        text
+    }
+}
+
 /// Longest reg-name accepted (DNS limit, without the trailing dot).
 const MAX_HOST_LEN: usize = 253;
 /// Longest DNS label accepted.
@@ -740,6 +755,20 @@ mod tests {
             name: name.to_owned(),
             port,
         })
+    }
+
+    #[test]
+    fn authority_names_the_port_only_when_there_is_one() {
+        let with = canonical_host("ERP.Example.com:8443").unwrap();
+        assert_eq!(with.authority(), "erp.example.com:8443");
+        assert_eq!(
+            canonical_host("erp.example.com.").unwrap().authority(),
+            "erp.example.com"
+        );
+        assert_eq!(
+            canonical_host("[::1]:65535").unwrap().authority(),
+            "[::1]:65535"
+        );
     }
 
     #[test]

@@ -717,14 +717,8 @@ async fn scrub(
 
 /// The canonical `Host` toward the upstream: lower-case name, the client's port if any.
 fn host_header(host: &CanonHost) -> Result<HeaderValue, Denial> {
-    // Built by hand: `format!` costs more than the rest of the header work.
-    let mut text = String::with_capacity(host.name.len() + 6);
-    text.push_str(&host.name);
-    if let Some(port) = host.port {
-        text.push(':');
-        text.push_str(itoa::Buffer::new().format(port));
-    }
-    HeaderValue::from_maybe_shared(Bytes::from(text)).map_err(|_| Denial::BadRequest("host".into()))
+    HeaderValue::from_maybe_shared(Bytes::from(host.authority()))
+        .map_err(|_| Denial::BadRequest("host".into()))
 }
 
 /// Step 6: turns the outcome into the response, and reports it.

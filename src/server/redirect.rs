@@ -56,13 +56,11 @@ fn location(req: &Request<Incoming>, port: u16) -> Result<(String, HeaderValue),
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .ok_or_else(|| Denial::BadRequest("no Host".into()))?;
-    let host = canon::canonical_host(raw).map_err(|e| Denial::BadRequest(e.to_string()))?;
+    let mut host = canon::canonical_host(raw).map_err(|e| Denial::BadRequest(e.to_string()))?;
     let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let authority = match port {
-        443 => host.name.clone(),
-        p => format!("{}:{p}", host.name),
-    };
-    let loc = HeaderValue::from_str(&format!("https://{authority}{pq}"))
+    // The client's port named this plain listener; the redirect names the HTTPS one.
+    host.port = (port != 443).then_some(port);
+    let loc = HeaderValue::from_str(&format!("https://{}{pq}", host.authority()))
         .map_err(|_| Denial::BadRequest("unrepresentable location".into()))?;
     Ok((host.name, loc))
 }
